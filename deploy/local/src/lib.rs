@@ -458,6 +458,21 @@ impl Running {
         };
         let _ = fs::remove_dir_all(&etcd_data);
         write(&dir.join("etcd-data-path"), &etcd_data.to_string_lossy())?;
+        if self.remove_dir {
+            // A janitor that removes both folders when the owner thread dies without a clean stop
+            // (a process-wide fixture is never dropped); a clean stop kills it and cleans itself.
+            let script = format!(
+                "trap 'kill $! 2>/dev/null; rm -rf \"{}\" \"{}\"; exit 0' TERM; sleep infinity & wait",
+                dir.display(),
+                etcd_data.display()
+            );
+            self.spawn_with_pdeathsig(
+                "janitor",
+                Path::new("/bin/sh"),
+                &["-c".into(), script],
+                "TERM",
+            )?;
+        }
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         self.spawn(
@@ -539,12 +554,22 @@ impl Running {
     }
 
     fn spawn(&mut self, component: &'static str, bin: &Path, args: &[String]) -> Result<(), Error> {
+        self.spawn_with_pdeathsig(component, bin, args, "KILL")
+    }
+
+    fn spawn_with_pdeathsig(
+        &mut self,
+        component: &'static str,
+        bin: &Path,
+        args: &[String],
+        signal: &str,
+    ) -> Result<(), Error> {
         let log_path = self.dir.join(format!("{component}.log"));
         let log = fs::File::create(&log_path).map_err(|e| prepare(&log_path, e))?;
         let err_log = log.try_clone().map_err(|e| prepare(&log_path, e))?;
         let mut cmd = if Path::new("/usr/bin/setpriv").exists() {
             let mut c = Command::new("/usr/bin/setpriv");
-            c.arg("--pdeathsig").arg("KILL").arg("--").arg(bin);
+            c.arg("--pdeathsig").arg(signal).arg("--").arg(bin);
             c
         } else {
             Command::new(bin)
@@ -619,8 +644,16 @@ impl Running {
 
     fn stop(&mut self) {
         // Reverse order: controller manager, API server, then etcd.
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
+        for (component, child) in self.children.iter_mut().rev() {
+            if *component == "janitor" {
+                // SIGTERM lets it stop its `sleep` child too; SIGKILL would orphan it.
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+            } else {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
         self.children.clear();
