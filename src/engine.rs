@@ -1,0 +1,466 @@
+//! The namespace engine: a label-selected metadata watch feeds the work queue; workers run the
+//! flows; a timer turns deadlines from the index into expiry work. No store of Namespace objects:
+//! per namespace only the compact [`shard::NamespaceIndex`] entry of an owned range.
+//!
+//! ```text
+//!   watch (label clawcloud.run/status exists, metadata only, paginated, bookmarks)
+//!     │  EventFilter: owned range?            ┌──────────── timer (next deadline) ──┐
+//!     ▼                                       ▼                                     │
+//!   decide(view) ──(work)──► WorkQueue ──► workers (≤ --max-concurrent-reconciles)  │
+//!     │ (no work: locked & complete)             │ lock / unlock / expire flows      │
+//!     └──────────────► NamespaceIndex ◄──────────┘  status + deadline ───────────────┘
+//! ```
+//!
+//! Which ranges this replica owns is given from outside ([`Engine::set_owned`]): all of them
+//! for a single replica, the Lease-claimed ones once sharding runs.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use shard::{Deadline, EventFilter, ExpiryQueue, NamespaceIndex, RangeCount, RangeSet, Status};
+use tokio::sync::Notify;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::api::STATUS_LABEL;
+use crate::context::Context;
+use crate::flows::{self, FlowError, Outcome};
+use crate::queue::{backoff, Item, Work, WorkQueue};
+use crate::state::{self, Decision, NamespaceView};
+
+/// Per-replica state of the owned ranges.
+struct Shard {
+    filter: EventFilter,
+    index: NamespaceIndex,
+    /// Expiry-warning times, keyed by index entry id.
+    warnings: ExpiryQueue,
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: Context,
+    queue: WorkQueue,
+    shard: Arc<Mutex<Shard>>,
+    timer: Arc<Notify>,
+    synced: Arc<AtomicBool>,
+}
+
+/// Current time in Unix seconds (the replica's clock; expiry re-checks with the server's).
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Engine {
+    /// An engine owning `owned` out of `ranges`.
+    pub fn new(ctx: Context, ranges: RangeCount, owned: &RangeSet) -> Engine {
+        let queue = WorkQueue::new(ctx.cfg.max_queued);
+        ctx.metrics.set_owned_ranges(owned.len() as usize);
+        Engine {
+            ctx,
+            queue,
+            shard: Arc::new(Mutex::new(Shard {
+                filter: EventFilter::new(owned),
+                index: NamespaceIndex::new(ranges),
+                warnings: ExpiryQueue::new(),
+            })),
+            timer: Arc::new(Notify::new()),
+            synced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn shard(&self) -> std::sync::MutexGuard<'_, Shard> {
+        self.shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the initial list of the watch completed (readiness).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Whether `name` falls in an owned range.
+    pub fn owns(&self, name: &str) -> bool {
+        self.shard().filter.contains(name)
+    }
+
+    /// Changes the owned ranges: entries and queued work of ranges given away are dropped at once
+    /// (work in flight finishes); gained ranges fill in from the next relist.
+    pub fn set_owned(&self, owned: &RangeSet) {
+        let dropped = {
+            let mut s = self.shard();
+            s.filter = EventFilter::new(owned);
+            let gone: RangeSet = {
+                let mut all = RangeSet::full(s.index.range_count());
+                for r in owned.iter() {
+                    all.remove(r);
+                }
+                all
+            };
+            s.index.remove_ranges(&gone)
+        };
+        let filter = EventFilter::new(owned);
+        let unqueued = self.queue.retain(|n| filter.contains(n));
+        self.ctx.metrics.set_owned_ranges(owned.len() as usize);
+        info!(owned = %owned, dropped, unqueued, "owned ranges changed");
+    }
+
+    /// Runs the watch, the workers and the timer until the process stops.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..self.ctx.cfg.max_concurrent_reconciles {
+            let e = self.clone();
+            tasks.spawn(async move { e.worker(i).await });
+        }
+        let e = self.clone();
+        tasks.spawn(async move { e.timer_loop().await });
+        let e = self.clone();
+        tasks.spawn(async move { e.gauges_loop().await });
+        let e = self.clone();
+        tasks.spawn(async move { e.watch_loop().await });
+        // Every task loops forever; the first to end is a bug worth stopping for.
+        if let Some(r) = tasks.join_next().await {
+            r.map_err(|e| anyhow::anyhow!("engine task failed: {e}"))?;
+        }
+        anyhow::bail!("an engine task ended unexpectedly")
+    }
+
+    async fn watch_loop(&self) {
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(self.ctx.client.clone());
+        // Metadata only: labels and annotations are all we read. Exact, paginated initial lists
+        // (bounded memory at 100k); bookmarks keep the resourceVersion fresh; 410 Gone relists.
+        let cfg = watcher::Config::default().labels(STATUS_LABEL).page_size(500);
+        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        let mut seen: Option<HashSet<String>> = None;
+        loop {
+            match stream.try_next().await {
+                Ok(Some(event)) => match event {
+                    Event::Init => seen = Some(HashSet::new()),
+                    Event::InitApply(obj) => {
+                        let view = NamespaceView::from_meta(&obj.metadata);
+                        if let Some(seen) = seen.as_mut() {
+                            seen.insert(view.name.clone());
+                        }
+                        self.on_view(view).await;
+                    }
+                    Event::InitDone => {
+                        if let Some(seen) = seen.take() {
+                            self.after_relist(&seen).await;
+                        }
+                        if !self.synced.swap(true, Ordering::Relaxed) {
+                            info!("initial namespace list done");
+                        }
+                    }
+                    Event::Apply(obj) => self.on_view(NamespaceView::from_meta(&obj.metadata)).await,
+                    Event::Delete(obj) => {
+                        // Left the selector: deleted, or the label was removed. Re-read to tell.
+                        let name = obj.metadata.name.unwrap_or_default();
+                        if self.owns(&name) {
+                            self.ctx.metrics.watch_event("owned");
+                            self.queue.add(&name, Work::Check).await;
+                        } else {
+                            self.ctx.metrics.watch_event("foreign");
+                        }
+                    }
+                },
+                Ok(None) => {
+                    warn!("namespace watch ended; restarting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                // default_backoff already waits between failures; log and carry on.
+                Err(e) => warn!(error = %e, "namespace watch error"),
+            }
+        }
+    }
+
+    /// Namespaces indexed before a relist but absent from it left the selector while the watch
+    /// was down: check each.
+    async fn after_relist(&self, seen: &HashSet<String>) {
+        let missing: Vec<String> = {
+            let s = self.shard();
+            s.index
+                .iter()
+                .filter(|e| !seen.contains(e.name))
+                .map(|e| e.name.to_string())
+                .collect()
+        };
+        for name in missing {
+            self.queue.add(&name, Work::Check).await;
+        }
+    }
+
+    /// A watch event: decide, and either queue work or just record the state.
+    async fn on_view(&self, view: NamespaceView) {
+        if view.name.is_empty() || !self.owns(&view.name) {
+            self.ctx.metrics.watch_event("foreign");
+            return;
+        }
+        self.ctx.metrics.watch_event("owned");
+        match state::decide(&view, now_secs()) {
+            Decision::Locked { deadline } => {
+                if !self.queue.contains(&view.name) {
+                    self.record(&view.name, Status::Locked, deadline);
+                } else {
+                    // A worker holds it: let the newest view follow through the queue.
+                    self.queue.add(&view.name.clone(), Work::Reconcile(view)).await;
+                }
+            }
+            Decision::Nothing => {
+                if !self.queue.contains(&view.name) {
+                    self.record(&view.name, Status::from_label(view.label.as_deref()), None);
+                } else {
+                    self.queue.add(&view.name.clone(), Work::Reconcile(view)).await;
+                }
+            }
+            Decision::Lock | Decision::Unlock | Decision::Expire { .. } => {
+                debug!(namespace = %view.name, "queued");
+                self.queue.add(&view.name.clone(), Work::Reconcile(view)).await;
+            }
+        }
+    }
+
+    /// Records status and deadline in the index and (re)schedules the expiry warning.
+    fn record(&self, name: &str, status: Status, deadline: Option<i64>) {
+        let deadline = deadline.map(Deadline::saturating_from_unix_secs);
+        let mut wake = false;
+        {
+            let mut s = self.shard();
+            let before = s.index.next_deadline();
+            match s.index.upsert(name, status, deadline) {
+                Ok(id) => {
+                    let key = id.index();
+                    match (deadline, self.ctx.cfg.expiry_warning) {
+                        (Some(d), Some(lead)) if d.as_unix_secs() - lead.as_secs() as i64 > now_secs() => {
+                            let at = Deadline::saturating_from_unix_secs(d.as_unix_secs() - lead.as_secs() as i64);
+                            s.warnings.schedule(key, at);
+                        }
+                        _ => {
+                            s.warnings.cancel(key);
+                        }
+                    }
+                }
+                Err(e) => warn!(namespace = name, error = %e, "not indexed"),
+            }
+            if s.index.next_deadline() != before {
+                wake = true;
+            }
+        }
+        if wake {
+            self.timer.notify_one();
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        let mut s = self.shard();
+        if let Some(id) = s.index.get(name).map(|e| e.id) {
+            s.warnings.cancel(id.index());
+        }
+        s.index.remove(name);
+    }
+
+    /// Sleeps until the next deadline (or a new earlier one), then queues what fell due.
+    async fn timer_loop(&self) {
+        loop {
+            let next = {
+                let s = self.shard();
+                let a = s.index.next_deadline().map(|d| d.as_unix_secs());
+                let b = s.warnings.peek().map(|(_, d)| d.as_unix_secs());
+                match (a, b) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            };
+            let notified = self.timer.notified();
+            match next {
+                Some(at) => {
+                    let wait = (at - now_secs()).max(0) as u64;
+                    if wait > 0 {
+                        // Wake on the exact second boundary of the deadline.
+                        let sub = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.subsec_nanos())
+                            .unwrap_or(0);
+                        let sleep = Duration::from_secs(wait).saturating_sub(Duration::from_nanos(sub as u64));
+                        tokio::select! {
+                            _ = tokio::time::sleep(sleep) => {},
+                            _ = notified => continue,
+                        }
+                    }
+                }
+                None => {
+                    notified.await;
+                    continue;
+                }
+            }
+            let now = now_secs();
+            let (due, warn_due) = {
+                let mut s = self.shard();
+                let mut due = Vec::new();
+                while let Some(e) = s.index.pop_due(now) {
+                    due.push(e.name.to_string());
+                }
+                let ids: Vec<u32> = s.warnings.drain_due(now).map(|(k, _)| k).collect();
+                let warn_due: Vec<String> = ids
+                    .into_iter()
+                    .filter_map(|k| s.index.iter().find(|e| e.id.index() == k).map(|e| e.name.to_string()))
+                    .collect();
+                (due, warn_due)
+            };
+            for name in warn_due {
+                self.queue.add(&name, Work::Warn).await;
+            }
+            for name in due {
+                debug!(namespace = %name, "deadline reached");
+                self.queue.add(&name, Work::Expire).await;
+            }
+        }
+    }
+
+    async fn gauges_loop(&self) {
+        loop {
+            {
+                let s = self.shard();
+                let locked = s.index.iter().filter(|e| e.status == Status::Locked).count();
+                self.ctx.metrics.set_index(s.index.len(), locked, s.index.scheduled());
+            }
+            self.ctx.metrics.set_queue_depth(self.queue.len());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn worker(&self, _id: usize) {
+        while let Some(item) = self.queue.next().await {
+            let span = info_span!("reconcile", namespace = %item.name, action = tracing::field::Empty, outcome = tracing::field::Empty);
+            let retry = self.process(&item).instrument(span).await;
+            self.queue.done(&item, retry);
+        }
+    }
+
+    /// Runs one item; returns the retry delay on failure.
+    async fn process(&self, item: &Item) -> Option<Duration> {
+        let name = item.name.as_str();
+        if !self.owns(name) {
+            return None; // Handed over while queued.
+        }
+        let started = tokio::time::Instant::now();
+        let (action, result) = match &item.work {
+            Work::Reconcile(view) => self.reconcile(view).await,
+            Work::Check => match flows::get_namespace_with_date(&self.ctx, name).await {
+                Ok(None) => {
+                    self.forget(name);
+                    ("forget", Ok(Outcome::Superseded))
+                }
+                Ok(Some((view, _))) => self.reconcile(&view).await,
+                Err(e) => ("check", Err(e)),
+            },
+            Work::Expire => ("expire", flows::expire(&self.ctx, name).await),
+            Work::Warn => {
+                self.warn_expiry(name).await;
+                ("warn", Ok(Outcome::Superseded))
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("action", action);
+        match result {
+            Ok(outcome) => {
+                span.record("outcome", "ok");
+                self.ctx.metrics.reconcile(action, "ok", started.elapsed());
+                self.ctx.metrics.event_to_done(action, item.since.elapsed());
+                self.apply_outcome(name, outcome);
+                None
+            }
+            Err(FlowError::Early { retry_at, .. }) => {
+                span.record("outcome", "early");
+                self.ctx.metrics.reconcile(action, "early", started.elapsed());
+                Some(Duration::from_secs((retry_at - now_secs()).clamp(1, 3600) as u64))
+            }
+            Err(e) => {
+                span.record("outcome", e.metric_label());
+                self.ctx.metrics.reconcile(action, e.metric_label(), started.elapsed());
+                let delay = backoff(item.attempts, Duration::from_millis(200), Duration::from_secs(120));
+                warn!(namespace = name, error = %e, attempt = item.attempts + 1, retry_in = ?delay, "reconcile failed; will retry");
+                Some(delay)
+            }
+        }
+    }
+
+    async fn reconcile(&self, view: &NamespaceView) -> (&'static str, Result<Outcome, FlowError>) {
+        match state::decide(view, now_secs()) {
+            Decision::Lock => {
+                if self.lock_already_done(view) {
+                    return ("skip", Ok(Outcome::Superseded));
+                }
+                ("lock", flows::lock(&self.ctx, view).await)
+            }
+            Decision::Unlock => ("unlock", flows::unlock(&self.ctx, view).await),
+            Decision::Expire { .. } => ("expire", flows::expire(&self.ctx, &view.name).await),
+            Decision::Locked { deadline } => {
+                self.record(&view.name, Status::Locked, deadline);
+                ("record", Ok(Outcome::Superseded))
+            }
+            Decision::Nothing => {
+                self.record(&view.name, Status::from_label(view.label.as_deref()), None);
+                ("record", Ok(Outcome::Superseded))
+            }
+        }
+    }
+
+    /// A view from between our own writes (unlock time set, marker not yet) can reach a worker
+    /// after the lock it belongs to completed; the index then already says locked with that
+    /// deadline, and redoing the lock would only cost calls.
+    fn lock_already_done(&self, view: &NamespaceView) -> bool {
+        let Ok(Some(deadline)) = view.deadline() else {
+            return false;
+        };
+        let s = self.shard();
+        s.index.get(&view.name).is_some_and(|e| {
+            e.status == Status::Locked && e.deadline.map(|d| d.as_unix_secs()) == Some(deadline.timestamp())
+        })
+    }
+
+    fn apply_outcome(&self, name: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Locked { deadline } => self.record(name, Status::Locked, deadline),
+            Outcome::Unlocked => self.record(name, Status::Active, None),
+            Outcome::Expired => self.forget(name),
+            Outcome::UnlockIncomplete | Outcome::ExpiryReported | Outcome::Superseded => {}
+        }
+    }
+
+    async fn warn_expiry(&self, name: &str) {
+        let deadline = {
+            let s = self.shard();
+            s.index
+                .get(name)
+                .filter(|e| e.status == Status::Locked)
+                .and_then(|e| e.deadline)
+        };
+        if let Some(d) = deadline {
+            let at = chrono::DateTime::from_timestamp(d.as_unix_secs(), 0).map(state::format_timestamp).unwrap_or_default();
+            let what = match self.ctx.cfg.expire_action {
+                crate::config::ExpireAction::Delete => "will be deleted",
+                crate::config::ExpireAction::None => "will expire (kept: --expire-action=none)",
+            };
+            self.ctx
+                .events
+                .namespace(name, crate::events::EventKind::ExpiryWarning, &format!("Lock expires at {at}; the namespace {what} unless unlocked"))
+                .await;
+            self.ctx.metrics.expiry("warned");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_is_sane() {
+        assert!(now_secs() > 1_700_000_000);
+    }
+}
