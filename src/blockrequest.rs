@@ -21,7 +21,10 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{messages, Action, BlockRequest, BlockRequestStatus, Condition, NamespaceStatus, FINALIZER, STATUS_LABEL};
+use crate::api::{
+    messages, Action, BlockRequest, BlockRequestStatus, Condition, NamespaceStatus, FINALIZER,
+    STATUS_LABEL,
+};
 use crate::config::is_dns_label;
 use crate::context::Context;
 
@@ -85,7 +88,8 @@ async fn reconcile(br: Arc<BlockRequest>, ctx: Arc<Context>) -> Result<Requeue, 
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
 }
@@ -129,7 +133,10 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
 async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
     let generation = br.metadata.generation;
     if let Some(status) = &br.status {
-        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         if status.observed_generation == generation && generation.is_some() && ready {
             return Ok(Requeue::await_change()); // Once per generation.
         }
@@ -170,16 +177,20 @@ async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
             if let Some(t) = &token {
                 lp = lp.continue_token(t);
             }
-            let page = ns_api.list_metadata(&lp).await.map_err(|source| Error::Api {
-                what: format!("listing namespaces matching {selector:?}"),
-                source,
-            })?;
+            let page = ns_api
+                .list_metadata(&lp)
+                .await
+                .map_err(|source| Error::Api {
+                    what: format!("listing namespaces matching {selector:?}"),
+                    source,
+                })?;
             let batch: Vec<_> = page
                 .items
                 .into_iter()
                 .filter_map(|m| {
                     let name = m.metadata.name.clone()?;
-                    seen.insert(name.clone()).then_some((name, m.metadata.labels.unwrap_or_default()))
+                    seen.insert(name.clone())
+                        .then_some((name, m.metadata.labels.unwrap_or_default()))
                 })
                 .collect();
             let outcomes: Vec<(String, TargetOutcome)> = futures::stream::iter(batch)
@@ -205,13 +216,18 @@ async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
 
     let status = summarize(&results, generation, br.status.as_ref());
     let failed = status.failed_count;
-    let api: Api<BlockRequest> = Api::namespaced(ctx.client.clone(), &br.namespace().unwrap_or_default());
-    api.patch_status(&br.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map_err(|source| Error::Api {
-            what: "writing status".into(),
-            source,
-        })?;
+    let api: Api<BlockRequest> =
+        Api::namespaced(ctx.client.clone(), &br.namespace().unwrap_or_default());
+    api.patch_status(
+        &br.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::Api {
+        what: "writing status".into(),
+        source,
+    })?;
     info!(request = %br.name_any(), action = action.as_label(), targets = results.len(), failed, "blockrequest applied");
     if failed > 0 {
         Ok(Requeue::requeue(Duration::from_secs(10)))
@@ -220,7 +236,13 @@ async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
     }
 }
 
-async fn apply_named(ctx: &Context, ns_api: &Api<Namespace>, name: &str, action: Action, uid: &str) -> TargetOutcome {
+async fn apply_named(
+    ctx: &Context,
+    ns_api: &Api<Namespace>,
+    name: &str,
+    action: Action,
+    uid: &str,
+) -> TargetOutcome {
     if ctx.cfg.is_protected(name) {
         return TargetOutcome::Protected;
     }
@@ -230,7 +252,15 @@ async fn apply_named(ctx: &Context, ns_api: &Api<Namespace>, name: &str, action:
     match ns_api.get_metadata_opt(name).await {
         Ok(Some(m)) => {
             let labels = m.metadata.labels.unwrap_or_default();
-            apply_one(ctx, ns_api, name, labels.get(STATUS_LABEL).map(String::as_str), action, uid).await
+            apply_one(
+                ctx,
+                ns_api,
+                name,
+                labels.get(STATUS_LABEL).map(String::as_str),
+                action,
+                uid,
+            )
+            .await
         }
         Ok(None) => TargetOutcome::NotFound,
         Err(e) => {
@@ -242,7 +272,14 @@ async fn apply_named(ctx: &Context, ns_api: &Api<Namespace>, name: &str, action:
 
 /// Sets the label unless it already has the requested value. The request's uid goes along so
 /// that deleting a locking request can find what it locked.
-async fn apply_one(ctx: &Context, ns_api: &Api<Namespace>, name: &str, current: Option<&str>, action: Action, uid: &str) -> TargetOutcome {
+async fn apply_one(
+    ctx: &Context,
+    ns_api: &Api<Namespace>,
+    name: &str,
+    current: Option<&str>,
+    action: Action,
+    uid: &str,
+) -> TargetOutcome {
     if ctx.cfg.is_protected(name) {
         return TargetOutcome::Protected;
     }
@@ -250,7 +287,10 @@ async fn apply_one(ctx: &Context, ns_api: &Api<Namespace>, name: &str, current: 
         return TargetOutcome::Applied;
     }
     let patch = json!({ "metadata": { "labels": { STATUS_LABEL: action.as_label(), REQUEST_UID_LABEL: uid } } });
-    match ns_api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match ns_api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => TargetOutcome::Applied,
         Err(e) if is_code(&e, 404) => TargetOutcome::NotFound,
         Err(e) => {
@@ -276,17 +316,25 @@ async fn cleanup(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
-        let page = ns_api.list_metadata(&lp).await.map_err(|source| Error::Api {
-            what: "listing namespaces locked by the request".into(),
-            source,
-        })?;
+        let page = ns_api
+            .list_metadata(&lp)
+            .await
+            .map_err(|source| Error::Api {
+                what: "listing namespaces locked by the request".into(),
+                source,
+            })?;
         for m in page.items {
-            let Some(name) = m.metadata.name else { continue };
+            let Some(name) = m.metadata.name else {
+                continue;
+            };
             if ctx.cfg.is_protected(&name) {
                 continue;
             }
             let patch = json!({ "metadata": { "labels": { STATUS_LABEL: "active", REQUEST_UID_LABEL: null } } });
-            match ns_api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match ns_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => unlocked += 1,
                 Err(e) if is_code(&e, 404) => {}
                 Err(source) => {
@@ -316,7 +364,10 @@ pub fn selector_string(s: &LabelSelector) -> Result<String, Error> {
         let values = e.values.clone().unwrap_or_default();
         match e.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
-                return Err(Error::Selector(format!("{} {} needs values", e.key, e.operator)));
+                return Err(Error::Selector(format!(
+                    "{} {} needs values",
+                    e.key, e.operator
+                )));
             }
             "In" => parts.push(format!("{} in ({})", e.key, values.join(","))),
             "NotIn" => parts.push(format!("{} notin ({})", e.key, values.join(","))),
@@ -327,13 +378,19 @@ pub fn selector_string(s: &LabelSelector) -> Result<String, Error> {
     }
     if parts.is_empty() {
         // An empty selector would match every namespace: refuse rather than lock a cluster.
-        return Err(Error::Selector("an empty selector would match every namespace".into()));
+        return Err(Error::Selector(
+            "an empty selector would match every namespace".into(),
+        ));
     }
     Ok(parts.join(","))
 }
 
 /// Bounded status: counts, observedGeneration, a Ready condition and ≤ 100 entries.
-fn summarize(results: &[(String, TargetOutcome)], generation: Option<i64>, previous: Option<&BlockRequestStatus>) -> BlockRequestStatus {
+fn summarize(
+    results: &[(String, TargetOutcome)],
+    generation: Option<i64>,
+    previous: Option<&BlockRequestStatus>,
+) -> BlockRequestStatus {
     let count = |o: TargetOutcome| results.iter().filter(|(_, r)| *r == o).count() as i64;
     let applied = count(TargetOutcome::Applied);
     let not_found = count(TargetOutcome::NotFound);
@@ -356,9 +413,15 @@ fn summarize(results: &[(String, TargetOutcome)], generation: Option<i64>, previ
             format!("{applied} of {} targets carry the label ({not_found} not found, {protected} protected)", results.len()),
         )
     } else {
-        ("False", "Failed", format!("{failed} targets could not be labelled; retrying"))
+        (
+            "False",
+            "Failed",
+            format!("{failed} targets could not be labelled; retrying"),
+        )
     };
-    let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let last_transition_time = previous
         .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
         .filter(|c| c.status == status)
@@ -407,13 +470,21 @@ mod tests {
                 },
             ]),
         };
-        assert_eq!(selector_string(&s).expect("valid"), "team=a,tier in (free,trial),!vip");
-        assert!(selector_string(&LabelSelector::default()).is_err(), "empty selector refused");
+        assert_eq!(
+            selector_string(&s).expect("valid"),
+            "team=a,tier in (free,trial),!vip"
+        );
+        assert!(
+            selector_string(&LabelSelector::default()).is_err(),
+            "empty selector refused"
+        );
     }
 
     #[test]
     fn status_is_bounded_with_failures_first() {
-        let mut results: Vec<(String, TargetOutcome)> = (0..1000).map(|i| (format!("ns-{i}"), TargetOutcome::Applied)).collect();
+        let mut results: Vec<(String, TargetOutcome)> = (0..1000)
+            .map(|i| (format!("ns-{i}"), TargetOutcome::Applied))
+            .collect();
         results.push(("gone".into(), TargetOutcome::NotFound));
         results.push(("broken".into(), TargetOutcome::UpdateFailed));
         let s = summarize(&results, Some(3), None);
@@ -421,7 +492,15 @@ mod tests {
         assert_eq!(s.namespace_statuses[0].message, messages::UPDATE_FAILED);
         assert_eq!(s.namespace_statuses[1].message, messages::NOT_FOUND);
         assert_eq!(s.namespace_statuses[2].message, messages::UPDATED);
-        assert_eq!((s.target_count, s.applied_count, s.not_found_count, s.failed_count), (1002, 1000, 1, 1));
+        assert_eq!(
+            (
+                s.target_count,
+                s.applied_count,
+                s.not_found_count,
+                s.failed_count
+            ),
+            (1002, 1000, 1, 1)
+        );
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.observed_generation, Some(3));
     }

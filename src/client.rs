@@ -26,9 +26,9 @@ pub async fn build(
     timeout: Duration,
     metrics: Option<Metrics>,
 ) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| anyhow::anyhow!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))?;
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}")
+    })?;
     from_config(config, user_agent, qps, burst, timeout, metrics)
 }
 
@@ -41,8 +41,9 @@ pub fn from_config(
     timeout: Duration,
     metrics: Option<Metrics>,
 ) -> anyhow::Result<kube::Client> {
-    let agent = http::HeaderValue::from_str(user_agent)
-        .map_err(|e| anyhow::anyhow!("user agent {user_agent:?} is not a valid header value: {e}"))?;
+    let agent = http::HeaderValue::from_str(user_agent).map_err(|e| {
+        anyhow::anyhow!("user agent {user_agent:?} is not a valid header value: {e}")
+    })?;
     config.headers.push((http::header::USER_AGENT, agent));
     // The client's own read timeout must not cut watches short; ours applies to non-watch calls.
     let builder = ClientBuilder::try_from(config)?;
@@ -157,7 +158,10 @@ where
         let mut inner = self.inner.clone();
         let layer = self.layer.clone();
         Box::pin(async move {
-            let is_watch = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
+            let is_watch = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
             let wait = match layer.bucket.lock() {
                 Ok(mut b) => b.reserve(Instant::now()),
                 Err(poisoned) => poisoned.into_inner().reserve(Instant::now()),
@@ -168,7 +172,10 @@ where
                 }
                 tokio::time::sleep(wait).await;
             }
-            let verb = layer.metrics.as_ref().map(|_| crate::metrics::RequestLabels::of(&req));
+            let verb = layer
+                .metrics
+                .as_ref()
+                .map(|_| crate::metrics::RequestLabels::of(&req));
             let started = std::time::Instant::now();
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
             let fut = inner.call(req);

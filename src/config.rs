@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Namespaces that are never locked, unlocked or deleted, whatever their labels say.
-pub const ALWAYS_PROTECTED: [&str; 4] = ["kube-system", "kube-public", "kube-node-lease", "default"];
+pub const ALWAYS_PROTECTED: [&str; 4] =
+    ["kube-system", "kube-public", "kube-node-lease", "default"];
 
 /// What to do when a lock outlives its unlock time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -244,7 +245,8 @@ impl Config {
                 "must be shorter than --lock-duration",
             ));
         }
-        let mut protected: BTreeSet<String> = ALWAYS_PROTECTED.iter().map(|s| s.to_string()).collect();
+        let mut protected: BTreeSet<String> =
+            ALWAYS_PROTECTED.iter().map(|s| s.to_string()).collect();
         protected.insert(f.controller_namespace.clone());
         for p in &f.protected_namespaces {
             let p = p.trim();
@@ -299,7 +301,8 @@ impl Config {
 
 /// Parses Go-style durations (`168h`, `1h30m`, `90s`, `500ms`) as the original's flags took them.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 168h, 30m or 1h30m: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 168h, 30m or 1h30m: {e}"))
 }
 
 /// Parses a Go-style bind address: `:8080`, `127.0.0.1:8080`, or `0` to disable.
@@ -307,7 +310,11 @@ fn parse_bind(flag: &'static str, s: &str) -> Result<Option<SocketAddr>, ConfigE
     if s == "0" || s.is_empty() {
         return Ok(None);
     }
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     full.parse().map(Some).map_err(|e| ConfigError::Invalid {
         flag,
         value: s.to_string(),
@@ -319,7 +326,8 @@ fn parse_bind(flag: &'static str, s: &str) -> Result<Option<SocketAddr>, ConfigE
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -342,7 +350,11 @@ mod tests {
         assert_eq!(c.max_concurrent_reconciles, 20);
         assert_eq!(c.expire_action, ExpireAction::Delete);
         assert_eq!(c.health_addr, Some("0.0.0.0:8081".parse().expect("addr")));
-        assert!(c.is_protected("kube-system") && c.is_protected("default") && c.is_protected("block-system"));
+        assert!(
+            c.is_protected("kube-system")
+                && c.is_protected("default")
+                && c.is_protected("block-system")
+        );
         assert_eq!(c.list_page_size, 50);
     }
 
@@ -362,7 +374,12 @@ mod tests {
         let e = parse(&["--slow-scan-interval=1h"]).expect_err("refused");
         assert!(e.contains("slow-scan-interval"), "{e}");
         // --scan-batch-size maps onto something real: the page size of workload lists.
-        assert_eq!(parse(&["--scan-batch-size=20"]).expect("alias").list_page_size, 20);
+        assert_eq!(
+            parse(&["--scan-batch-size=20"])
+                .expect("alias")
+                .list_page_size,
+            20
+        );
     }
 
     #[test]
@@ -385,7 +402,11 @@ mod tests {
 
     #[test]
     fn extra_protected_namespaces() {
-        let c = parse(&["--protected-namespaces=prod-a,prod-b", "--controller-namespace=ops"]).expect("valid");
+        let c = parse(&[
+            "--protected-namespaces=prod-a,prod-b",
+            "--controller-namespace=ops",
+        ])
+        .expect("valid");
         assert!(c.is_protected("prod-a") && c.is_protected("prod-b") && c.is_protected("ops"));
         assert!(!c.is_protected("block-system"));
     }

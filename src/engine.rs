@@ -50,11 +50,21 @@ pub struct Engine {
     shard: Arc<Mutex<Shard>>,
     timer: Arc<Notify>,
     synced: Arc<AtomicBool>,
+    /// resourceVersion of each lock's last write, kept until the watch shows it: a view older
+    /// than it is from between our own writes and needs no new pass.
+    recent_locks: Arc<Mutex<std::collections::HashMap<String, u64>>>,
 }
+
+/// Most entries in `recent_locks`; past it the map is cleared (costing at worst a redundant,
+/// idempotent pass), so it cannot grow without bound if watch events are lost.
+const RECENT_LOCKS_MAX: usize = 10_000;
 
 /// Current time in Unix seconds (the replica's clock; expiry re-checks with the server's).
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Engine {
@@ -72,6 +82,7 @@ impl Engine {
             })),
             timer: Arc::new(Notify::new()),
             synced: Arc::new(AtomicBool::new(false)),
+            recent_locks: Arc::default(),
         }
     }
 
@@ -134,7 +145,9 @@ impl Engine {
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(self.ctx.client.clone());
         // Metadata only: labels and annotations are all we read. Exact, paginated initial lists
         // (bounded memory at 100k); bookmarks keep the resourceVersion fresh; 410 Gone relists.
-        let cfg = watcher::Config::default().labels(STATUS_LABEL).page_size(500);
+        let cfg = watcher::Config::default()
+            .labels(STATUS_LABEL)
+            .page_size(500);
         let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
         let mut seen: Option<HashSet<String>> = None;
         loop {
@@ -156,7 +169,9 @@ impl Engine {
                             info!("initial namespace list done");
                         }
                     }
-                    Event::Apply(obj) => self.on_view(NamespaceView::from_meta(&obj.metadata)).await,
+                    Event::Apply(obj) => {
+                        self.on_view(NamespaceView::from_meta(&obj.metadata)).await
+                    }
                     Event::Delete(obj) => {
                         // Left the selector: deleted, or the label was removed. Re-read to tell.
                         let name = obj.metadata.name.unwrap_or_default();
@@ -200,26 +215,38 @@ impl Engine {
             self.ctx.metrics.watch_event("foreign");
             return;
         }
+        if self.ctx.cfg.is_protected(&view.name) {
+            // Never locked, unlocked or deleted, whatever its labels say.
+            self.ctx.metrics.watch_event("protected");
+            return;
+        }
         self.ctx.metrics.watch_event("owned");
+        self.observe_version(&view);
         match state::decide(&view, now_secs()) {
             Decision::Locked { deadline } => {
                 if !self.queue.contains(&view.name) {
                     self.record(&view.name, Status::Locked, deadline);
                 } else {
                     // A worker holds it: let the newest view follow through the queue.
-                    self.queue.add(&view.name.clone(), Work::Reconcile(view)).await;
+                    self.queue
+                        .add(&view.name.clone(), Work::Reconcile(view))
+                        .await;
                 }
             }
             Decision::Nothing => {
                 if !self.queue.contains(&view.name) {
                     self.record(&view.name, Status::from_label(view.label.as_deref()), None);
                 } else {
-                    self.queue.add(&view.name.clone(), Work::Reconcile(view)).await;
+                    self.queue
+                        .add(&view.name.clone(), Work::Reconcile(view))
+                        .await;
                 }
             }
             Decision::Lock | Decision::Unlock | Decision::Expire { .. } => {
                 debug!(namespace = %view.name, "queued");
-                self.queue.add(&view.name.clone(), Work::Reconcile(view)).await;
+                self.queue
+                    .add(&view.name.clone(), Work::Reconcile(view))
+                    .await;
             }
         }
     }
@@ -235,8 +262,12 @@ impl Engine {
                 Ok(id) => {
                     let key = id.index();
                     match (deadline, self.ctx.cfg.expiry_warning) {
-                        (Some(d), Some(lead)) if d.as_unix_secs() - lead.as_secs() as i64 > now_secs() => {
-                            let at = Deadline::saturating_from_unix_secs(d.as_unix_secs() - lead.as_secs() as i64);
+                        (Some(d), Some(lead))
+                            if d.as_unix_secs() - lead.as_secs() as i64 > now_secs() =>
+                        {
+                            let at = Deadline::saturating_from_unix_secs(
+                                d.as_unix_secs() - lead.as_secs() as i64,
+                            );
                             s.warnings.schedule(key, at);
                         }
                         _ => {
@@ -285,7 +316,8 @@ impl Engine {
                             .duration_since(UNIX_EPOCH)
                             .map(|d| d.subsec_nanos())
                             .unwrap_or(0);
-                        let sleep = Duration::from_secs(wait).saturating_sub(Duration::from_nanos(sub as u64));
+                        let sleep = Duration::from_secs(wait)
+                            .saturating_sub(Duration::from_nanos(sub as u64));
                         tokio::select! {
                             _ = tokio::time::sleep(sleep) => {},
                             _ = notified => continue,
@@ -307,7 +339,12 @@ impl Engine {
                 let ids: Vec<u32> = s.warnings.drain_due(now).map(|(k, _)| k).collect();
                 let warn_due: Vec<String> = ids
                     .into_iter()
-                    .filter_map(|k| s.index.iter().find(|e| e.id.index() == k).map(|e| e.name.to_string()))
+                    .filter_map(|k| {
+                        s.index
+                            .iter()
+                            .find(|e| e.id.index() == k)
+                            .map(|e| e.name.to_string())
+                    })
                     .collect();
                 (due, warn_due)
             };
@@ -325,8 +362,14 @@ impl Engine {
         loop {
             {
                 let s = self.shard();
-                let locked = s.index.iter().filter(|e| e.status == Status::Locked).count();
-                self.ctx.metrics.set_index(s.index.len(), locked, s.index.scheduled());
+                let locked = s
+                    .index
+                    .iter()
+                    .filter(|e| e.status == Status::Locked)
+                    .count();
+                self.ctx
+                    .metrics
+                    .set_index(s.index.len(), locked, s.index.scheduled());
             }
             self.ctx.metrics.set_queue_depth(self.queue.len());
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -344,8 +387,8 @@ impl Engine {
     /// Runs one item; returns the retry delay on failure.
     async fn process(&self, item: &Item) -> Option<Duration> {
         let name = item.name.as_str();
-        if !self.owns(name) {
-            return None; // Handed over while queued.
+        if !self.owns(name) || self.ctx.cfg.is_protected(name) {
+            return None; // Handed over while queued, or never ours to touch.
         }
         let started = tokio::time::Instant::now();
         let (action, result) = match &item.work {
@@ -376,13 +419,23 @@ impl Engine {
             }
             Err(FlowError::Early { retry_at, .. }) => {
                 span.record("outcome", "early");
-                self.ctx.metrics.reconcile(action, "early", started.elapsed());
-                Some(Duration::from_secs((retry_at - now_secs()).clamp(1, 3600) as u64))
+                self.ctx
+                    .metrics
+                    .reconcile(action, "early", started.elapsed());
+                Some(Duration::from_secs(
+                    (retry_at - now_secs()).clamp(1, 3600) as u64
+                ))
             }
             Err(e) => {
                 span.record("outcome", e.metric_label());
-                self.ctx.metrics.reconcile(action, e.metric_label(), started.elapsed());
-                let delay = backoff(item.attempts, Duration::from_millis(200), Duration::from_secs(120));
+                self.ctx
+                    .metrics
+                    .reconcile(action, e.metric_label(), started.elapsed());
+                let delay = backoff(
+                    item.attempts,
+                    Duration::from_millis(200),
+                    Duration::from_secs(120),
+                );
                 warn!(namespace = name, error = %e, attempt = item.attempts + 1, retry_in = ?delay, "reconcile failed; will retry");
                 Some(delay)
             }
@@ -411,21 +464,51 @@ impl Engine {
     }
 
     /// A view from between our own writes (unlock time set, marker not yet) can reach a worker
-    /// after the lock it belongs to completed; the index then already says locked with that
-    /// deadline, and redoing the lock would only cost calls.
+    /// after the lock it belongs to completed; redoing the lock would only cost calls. Such a view
+    /// is older than the lock's last write. (resourceVersions are compared as the etcd revisions
+    /// they are; one that does not parse never skips work.)
     fn lock_already_done(&self, view: &NamespaceView) -> bool {
-        let Ok(Some(deadline)) = view.deadline() else {
+        let Some(rv) = view
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
             return false;
         };
-        let s = self.shard();
-        s.index.get(&view.name).is_some_and(|e| {
-            e.status == Status::Locked && e.deadline.map(|d| d.as_unix_secs()) == Some(deadline.timestamp())
-        })
+        let recent = self.recent_locks.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(&view.name).is_some_and(|&done| rv < done)
+    }
+
+    /// Forgets the lock's last write once the watch delivered it (or anything newer).
+    fn observe_version(&self, view: &NamespaceView) {
+        let Some(rv) = view
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let mut recent = self.recent_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.get(&view.name).is_some_and(|&done| rv >= done) {
+            recent.remove(&view.name);
+        }
     }
 
     fn apply_outcome(&self, name: &str, outcome: Outcome) {
         match outcome {
-            Outcome::Locked { deadline } => self.record(name, Status::Locked, deadline),
+            Outcome::Locked {
+                deadline,
+                resource_version,
+            } => {
+                if let Some(rv) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
+                    let mut recent = self.recent_locks.lock().unwrap_or_else(|p| p.into_inner());
+                    if recent.len() >= RECENT_LOCKS_MAX {
+                        recent.clear();
+                    }
+                    recent.insert(name.to_string(), rv);
+                }
+                self.record(name, Status::Locked, deadline)
+            }
             Outcome::Unlocked => self.record(name, Status::Active, None),
             Outcome::Expired => self.forget(name),
             Outcome::UnlockIncomplete | Outcome::ExpiryReported | Outcome::Superseded => {}
@@ -441,14 +524,20 @@ impl Engine {
                 .and_then(|e| e.deadline)
         };
         if let Some(d) = deadline {
-            let at = chrono::DateTime::from_timestamp(d.as_unix_secs(), 0).map(state::format_timestamp).unwrap_or_default();
+            let at = chrono::DateTime::from_timestamp(d.as_unix_secs(), 0)
+                .map(state::format_timestamp)
+                .unwrap_or_default();
             let what = match self.ctx.cfg.expire_action {
                 crate::config::ExpireAction::Delete => "will be deleted",
                 crate::config::ExpireAction::None => "will expire (kept: --expire-action=none)",
             };
             self.ctx
                 .events
-                .namespace(name, crate::events::EventKind::ExpiryWarning, &format!("Lock expires at {at}; the namespace {what} unless unlocked"))
+                .namespace(
+                    name,
+                    crate::events::EventKind::ExpiryWarning,
+                    &format!("Lock expires at {at}; the namespace {what} unless unlocked"),
+                )
                 .await;
             self.ctx.metrics.expiry("warned");
         }

@@ -9,11 +9,17 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions,
+};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
-use crate::api::{ORIGINAL_REPLICAS_ANNOTATION, ORIGINAL_SUSPEND_ANNOTATION, QUOTA_NAME, UNLOCK_TIMESTAMP_ANNOTATION};
+use crate::api::{
+    ORIGINAL_REPLICAS_ANNOTATION, ORIGINAL_SUSPEND_ANNOTATION, QUOTA_NAME,
+    UNLOCK_TIMESTAMP_ANNOTATION,
+};
 use crate::context::Context;
 use crate::events::EventKind;
 use crate::state::{self, NamespaceView, LOCKED_AT_ANNOTATION};
@@ -68,6 +74,9 @@ pub enum Outcome {
     Locked {
         /// Unlock time.
         deadline: Option<i64>,
+        /// The namespace's resourceVersion after the last write of the lock: views older than it
+        /// are from before the lock completed.
+        resource_version: Option<String>,
     },
     /// Unlock complete.
     Unlocked,
@@ -105,7 +114,9 @@ pub async fn lock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, FlowEr
     let mut deadline_raw = view.unlock_at.clone();
     if deadline_raw.is_none() {
         let duration = lock_duration(ctx, view);
-        let at = state::format_timestamp(Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::days(7)));
+        let at = state::format_timestamp(
+            Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::days(7)),
+        );
         let patch = json!({ "metadata": {
             "resourceVersion": view.resource_version,
             "annotations": { UNLOCK_TIMESTAMP_ANNOTATION: at },
@@ -114,8 +125,15 @@ pub async fn lock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, FlowEr
             Ok(_) => deadline_raw = Some(at),
             Err(e) if is_code(&e, 404) => return Ok(Outcome::Superseded),
             // The namespace changed since the event: the newer event re-queues it.
-            Err(e) if is_code(&e, 409) => return Err(FlowError::Conflict(format!("namespace {name}"))),
-            Err(e) => return Err(FlowError::api(format!("setting the unlock time of {name}"), e)),
+            Err(e) if is_code(&e, 409) => {
+                return Err(FlowError::Conflict(format!("namespace {name}")))
+            }
+            Err(e) => {
+                return Err(FlowError::api(
+                    format!("setting the unlock time of {name}"),
+                    e,
+                ))
+            }
         }
     }
     let deadline = match deadline_raw.as_deref().map(state::parse_timestamp) {
@@ -147,21 +165,37 @@ pub async fn lock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, FlowEr
 
     // Last: the marker that says nothing is left to do for this lock.
     let patch = json!({ "metadata": { "annotations": { LOCKED_AT_ANNOTATION: state::format_timestamp(Utc::now()) } } });
-    match ns_api.patch(name, &params(), &Patch::Merge(&patch)).await {
-        Ok(_) => {}
+    let resource_version = match ns_api.patch(name, &params(), &Patch::Merge(&patch)).await {
+        Ok(ns) => ns.metadata.resource_version,
         Err(e) if is_code(&e, 404) => return Ok(Outcome::Superseded),
-        Err(e) => return Err(FlowError::api(format!("marking the lock of {name} complete"), e)),
-    }
+        Err(e) => {
+            return Err(FlowError::api(
+                format!("marking the lock of {name} complete"),
+                e,
+            ))
+        }
+    };
     let until = deadline_raw.unwrap_or_default();
     ctx.events
-        .namespace(name, EventKind::Locked, &format!("Namespace locked until {until}: workloads scaled to zero, quota set to zero"))
+        .namespace(
+            name,
+            EventKind::Locked,
+            &format!("Namespace locked until {until}: workloads scaled to zero, quota set to zero"),
+        )
         .await;
     info!(namespace = name, until = %until, "locked");
-    Ok(Outcome::Locked { deadline })
+    Ok(Outcome::Locked {
+        deadline,
+        resource_version,
+    })
 }
 
 fn lock_duration(ctx: &Context, view: &NamespaceView) -> Duration {
-    match view.lock_duration.as_deref().map(crate::config::parse_duration) {
+    match view
+        .lock_duration
+        .as_deref()
+        .map(crate::config::parse_duration)
+    {
         Some(Ok(d)) if d >= Duration::from_secs(1) => d,
         Some(_) => {
             ctx.metrics.problem("lock_duration");
@@ -176,7 +210,8 @@ fn lock_duration(ctx: &Context, view: &NamespaceView) -> Duration {
 pub async fn unlock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, FlowError> {
     let name = view.name.as_str();
     // 1. The quota.
-    let quotas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), name, &ctx.kinds.quota);
+    let quotas: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), name, &ctx.kinds.quota);
     match quotas.delete(QUOTA_NAME, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(e) if is_code(&e, 404) => {}
@@ -204,9 +239,20 @@ pub async fn unlock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, Flow
     match ns_api.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(_) => {}
         Err(e) if is_code(&e, 404) => return Ok(Outcome::Superseded),
-        Err(e) => return Err(FlowError::api(format!("removing the unlock time of {name}"), e)),
+        Err(e) => {
+            return Err(FlowError::api(
+                format!("removing the unlock time of {name}"),
+                e,
+            ))
+        }
     }
-    ctx.events.namespace(name, EventKind::Unlocked, "Namespace unlocked: workloads and CronJobs restored, quota removed").await;
+    ctx.events
+        .namespace(
+            name,
+            EventKind::Unlocked,
+            "Namespace unlocked: workloads and CronJobs restored, quota removed",
+        )
+        .await;
     info!(namespace = name, "unlocked");
     Ok(Outcome::Unlocked)
 }
@@ -219,28 +265,42 @@ pub async fn expire(ctx: &Context, name: &str) -> Result<Outcome, FlowError> {
         None => return Ok(Outcome::Superseded),
     };
     let Some(server_now) = server_now else {
-        return Err(FlowError::Conflict(format!("namespace {name}: no Date header from the API server")));
+        return Err(FlowError::Conflict(format!(
+            "namespace {name}: no Date header from the API server"
+        )));
     };
-    if !matches!(state::decide(&view, server_now), state::Decision::Expire { .. }) {
+    if !matches!(
+        state::decide(&view, server_now),
+        state::Decision::Expire { .. }
+    ) {
         // Still locked with a future deadline by the server's clock: our clock ran ahead.
         let deadline = view.deadline().ok().flatten().map(|t| t.timestamp());
         return match deadline {
-            Some(d) if view.label.as_deref() == Some("locked") && !view.terminating => Err(FlowError::Early {
-                name: name.to_string(),
-                retry_at: d,
-            }),
+            Some(d) if view.label.as_deref() == Some("locked") && !view.terminating => {
+                Err(FlowError::Early {
+                    name: name.to_string(),
+                    retry_at: d,
+                })
+            }
             _ => Ok(Outcome::Superseded),
         };
     }
     if ctx.cfg.is_protected(name) {
         ctx.metrics.expiry("protected");
-        warn!(namespace = name, "lock expired on a protected namespace; never deleted");
+        warn!(
+            namespace = name,
+            "lock expired on a protected namespace; never deleted"
+        );
         return Ok(Outcome::ExpiryReported);
     }
     if ctx.cfg.expire_action == crate::config::ExpireAction::None {
         ctx.metrics.expiry("reported");
         ctx.events
-            .namespace(name, EventKind::ExpiryReached, "Lock expired; --expire-action=none keeps the namespace")
+            .namespace(
+                name,
+                EventKind::ExpiryReached,
+                "Lock expired; --expire-action=none keeps the namespace",
+            )
             .await;
         return Ok(Outcome::ExpiryReported);
     }
@@ -265,16 +325,24 @@ pub async fn expire(ctx: &Context, name: &str) -> Result<Outcome, FlowError> {
             Ok(Outcome::Expired)
         }
         Err(e) if is_code(&e, 404) => Ok(Outcome::Superseded),
-        Err(e) if is_code(&e, 409) => Err(FlowError::Conflict(format!("deleting namespace {name}"))),
+        Err(e) if is_code(&e, 409) => {
+            Err(FlowError::Conflict(format!("deleting namespace {name}")))
+        }
         Err(e) => {
             ctx.metrics.expiry("error");
-            Err(FlowError::api(format!("deleting expired namespace {name}"), e))
+            Err(FlowError::api(
+                format!("deleting expired namespace {name}"),
+                e,
+            ))
         }
     }
 }
 
 /// GET of a namespace through the raw client, to read the API server's `Date` header as well.
-pub async fn get_namespace_with_date(ctx: &Context, name: &str) -> Result<Option<(NamespaceView, Option<i64>)>, FlowError> {
+pub async fn get_namespace_with_date(
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<(NamespaceView, Option<i64>)>, FlowError> {
     let req = http::Request::get(format!("/api/v1/namespaces/{name}"))
         .body(Vec::new())
         .map_err(|e| FlowError::Conflict(format!("building a request for {name}: {e}")))?;
@@ -292,7 +360,12 @@ pub async fn get_namespace_with_date(ctx: &Context, name: &str) -> Result<Option
         .map(|t| t.timestamp());
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await
-        .map_err(|e| FlowError::api(format!("reading namespace {name}"), kube::Error::Service(e.into())))?
+        .map_err(|e| {
+            FlowError::api(
+                format!("reading namespace {name}"),
+                kube::Error::Service(e.into()),
+            )
+        })?
         .to_bytes();
     if status == http::StatusCode::NOT_FOUND {
         return Ok(None);
@@ -301,11 +374,19 @@ pub async fn get_namespace_with_date(ctx: &Context, name: &str) -> Result<Option
         let message = String::from_utf8_lossy(&body).into_owned();
         return Err(FlowError::api(
             format!("reading namespace {name}"),
-            kube::Error::Api(kube::core::Status::failure(&message, "").with_code(status.as_u16()).boxed()),
+            kube::Error::Api(
+                kube::core::Status::failure(&message, "")
+                    .with_code(status.as_u16())
+                    .boxed(),
+            ),
         ));
     }
-    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_slice(&body)
-        .map_err(|e| FlowError::api(format!("decoding namespace {name}"), kube::Error::SerdeError(e)))?;
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_slice(&body).map_err(|e| {
+        FlowError::api(
+            format!("decoding namespace {name}"),
+            kube::Error::SerdeError(e),
+        )
+    })?;
     Ok(Some((NamespaceView::from_meta(&ns.metadata), date)))
 }
 
@@ -337,11 +418,15 @@ async fn create_quota(ctx: &Context, namespace: &str) -> Result<(), FlowError> {
         "spec": { "hard": hard },
     }))
     .map_err(|e| FlowError::api("building the quota", kube::Error::SerdeError(e)))?;
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &ctx.kinds.quota);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &ctx.kinds.quota);
     match api.create(&PostParams::default(), &quota).await {
         Ok(_) => Ok(()),
         Err(e) if is_code(&e, 409) => Ok(()), // AlreadyExists: fine.
-        Err(e) => Err(FlowError::api(format!("creating the quota in {namespace}"), e)),
+        Err(e) => Err(FlowError::api(
+            format!("creating the quota in {namespace}"),
+            e,
+        )),
     }
 }
 
@@ -357,7 +442,12 @@ enum Plan {
 
 /// Lists `kind` in `namespace` page by page and applies `plan` to each object, retrying an
 /// object on conflict by re-reading it. Returns how many objects had a problem.
-async fn for_each(ctx: &Context, kind: &ApiResource, namespace: &str, plan: impl Fn(&DynamicObject) -> Plan) -> Result<usize, FlowError> {
+async fn for_each(
+    ctx: &Context,
+    kind: &ApiResource,
+    namespace: &str,
+    plan: impl Fn(&DynamicObject) -> Plan,
+) -> Result<usize, FlowError> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, kind);
     let mut problems = 0;
     let mut token: Option<String> = None;
@@ -396,7 +486,11 @@ async fn apply_plan(
                 ctx.metrics.problem(&kind.plural);
                 warn!(namespace, kind = %kind.kind, object = %name, %why, "left alone");
                 ctx.events
-                    .namespace(namespace, EventKind::BadSavedValue, &format!("{} {name}: {why}; left alone", kind.kind))
+                    .namespace(
+                        namespace,
+                        EventKind::BadSavedValue,
+                        &format!("{} {name}: {why}; left alone", kind.kind),
+                    )
                     .await;
                 return Ok(1);
             }
@@ -411,17 +505,35 @@ async fn apply_plan(
             Err(e) if is_code(&e, 409) => {
                 // Someone changed it since we read it: re-read and decide again, never overwrite.
                 warn!(namespace, kind = %kind.kind, object = %name, attempt, "conflict; re-reading");
-                tokio::time::sleep(crate::queue::backoff(attempt, Duration::from_millis(20), Duration::from_secs(1))).await;
+                tokio::time::sleep(crate::queue::backoff(
+                    attempt,
+                    Duration::from_millis(20),
+                    Duration::from_secs(1),
+                ))
+                .await;
                 match api.get_opt(&name).await {
                     Ok(Some(fresh)) => obj = fresh,
                     Ok(None) => return Ok(0),
-                    Err(e) => return Err(FlowError::api(format!("re-reading {} {namespace}/{name}", kind.kind), e)),
+                    Err(e) => {
+                        return Err(FlowError::api(
+                            format!("re-reading {} {namespace}/{name}", kind.kind),
+                            e,
+                        ))
+                    }
                 }
             }
-            Err(e) => return Err(FlowError::api(format!("patching {} {namespace}/{name}", kind.kind), e)),
+            Err(e) => {
+                return Err(FlowError::api(
+                    format!("patching {} {namespace}/{name}", kind.kind),
+                    e,
+                ))
+            }
         }
     }
-    Err(FlowError::Conflict(format!("{} {namespace}/{name}", kind.kind)))
+    Err(FlowError::Conflict(format!(
+        "{} {namespace}/{name}",
+        kind.kind
+    )))
 }
 
 fn controlled_by_deployment(obj: &DynamicObject) -> bool {
@@ -437,7 +549,11 @@ fn scale_down_patch(kind: &ApiResource, obj: &DynamicObject) -> Plan {
         return Plan::Skip; // It follows its Deployment.
     }
     // `spec.replicas` absent means 1, the API default.
-    let replicas = obj.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let replicas = obj
+        .data
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     if replicas == 0 {
         return Plan::Skip;
     }
@@ -448,7 +564,12 @@ fn scale_down_patch(kind: &ApiResource, obj: &DynamicObject) -> Plan {
     Plan::Patch(json!({ "metadata": meta, "spec": { "replicas": 0 } }))
 }
 
-fn restore_replicas_patch(_kind: &ApiResource, obj: &DynamicObject) -> Plan {
+fn restore_replicas_patch(kind: &ApiResource, obj: &DynamicObject) -> Plan {
+    if kind.kind == "ReplicaSet" && controlled_by_deployment(obj) {
+        // Its Deployment owns its count (and the deployment controller copies the Deployment's
+        // annotations onto it, ours included): restoring the Deployment restores it.
+        return Plan::Skip;
+    }
     let Some(raw) = annotations(obj).and_then(|a| a.get(ORIGINAL_REPLICAS_ANNOTATION)) else {
         return Plan::Skip;
     };
@@ -460,12 +581,19 @@ fn restore_replicas_patch(_kind: &ApiResource, obj: &DynamicObject) -> Plan {
             },
             "spec": { "replicas": n },
         })),
-        _ => Plan::Problem(format!("{ORIGINAL_REPLICAS_ANNOTATION}={raw:?} is not a replica count")),
+        _ => Plan::Problem(format!(
+            "{ORIGINAL_REPLICAS_ANNOTATION}={raw:?} is not a replica count"
+        )),
     }
 }
 
 fn suspend_patch(obj: &DynamicObject) -> Plan {
-    if obj.data.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false) {
+    if obj
+        .data
+        .pointer("/spec/suspend")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         return Plan::Skip; // Already suspended: stays suspended after unlock.
     }
     let mut meta = json!({ "resourceVersion": obj.metadata.resource_version });
@@ -482,7 +610,11 @@ fn restore_suspend_patch(obj: &DynamicObject) -> Plan {
     let suspend = match raw.trim() {
         "false" => false,
         "true" => true,
-        _ => return Plan::Problem(format!("{ORIGINAL_SUSPEND_ANNOTATION}={raw:?} is not true or false")),
+        _ => {
+            return Plan::Problem(format!(
+                "{ORIGINAL_SUSPEND_ANNOTATION}={raw:?} is not true or false"
+            ))
+        }
     };
     Plan::Patch(json!({
         "metadata": {
@@ -498,7 +630,8 @@ fn restore_suspend_patch(obj: &DynamicObject) -> Plan {
 const POD_OWNERS_KEPT: [&str; 4] = ["ReplicaSet", "StatefulSet", "ReplicationController", "Job"];
 
 async fn delete_bare_pods(ctx: &Context, namespace: &str) -> Result<(), FlowError> {
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &ctx.kinds.pod);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &ctx.kinds.pod);
     let mut token: Option<String> = None;
     loop {
         let mut lp = ListParams::default().limit(ctx.cfg.list_page_size);
@@ -530,7 +663,12 @@ async fn delete_bare_pods(ctx: &Context, namespace: &str) -> Result<(), FlowErro
             match api.delete(&name, &dp).await {
                 Ok(_) => debug!(namespace, pod = %name, "deleted bare pod"),
                 Err(e) if is_code(&e, 404) || is_code(&e, 409) => {} // gone, or replaced by a new pod of that name
-                Err(e) => return Err(FlowError::api(format!("deleting pod {namespace}/{name}"), e)),
+                Err(e) => {
+                    return Err(FlowError::api(
+                        format!("deleting pod {namespace}/{name}"),
+                        e,
+                    ))
+                }
             }
         }
         match page.metadata.continue_ {
@@ -565,23 +703,33 @@ mod tests {
 
     #[test]
     fn scale_down_saves_the_count_in_the_same_write() {
-        let o = obj(json!({"metadata": {"name": "web", "resourceVersion": "7"}, "spec": {"replicas": 3}}));
+        let o = obj(
+            json!({"metadata": {"name": "web", "resourceVersion": "7"}, "spec": {"replicas": 3}}),
+        );
         let p = patch_of(scale_down_patch(&deploy(), &o)).expect("patch");
-        assert_eq!(p, json!({"metadata": {"resourceVersion": "7", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "3"}}, "spec": {"replicas": 0}}));
+        assert_eq!(
+            p,
+            json!({"metadata": {"resourceVersion": "7", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "3"}}, "spec": {"replicas": 0}})
+        );
     }
 
     #[test]
     fn absent_replicas_mean_one_and_zero_is_skipped() {
         let o = obj(json!({"metadata": {"name": "web", "resourceVersion": "7"}, "spec": {}}));
         let p = patch_of(scale_down_patch(&deploy(), &o)).expect("patch");
-        assert_eq!(p["metadata"]["annotations"][ORIGINAL_REPLICAS_ANNOTATION], "1");
+        assert_eq!(
+            p["metadata"]["annotations"][ORIGINAL_REPLICAS_ANNOTATION],
+            "1"
+        );
         let o = obj(json!({"metadata": {"name": "web"}, "spec": {"replicas": 0}}));
         assert!(matches!(scale_down_patch(&deploy(), &o), Plan::Skip));
     }
 
     #[test]
     fn an_existing_saved_count_is_never_overwritten() {
-        let o = obj(json!({"metadata": {"name": "web", "resourceVersion": "9", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "5"}}, "spec": {"replicas": 2}}));
+        let o = obj(
+            json!({"metadata": {"name": "web", "resourceVersion": "9", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "5"}}, "spec": {"replicas": 2}}),
+        );
         let p = patch_of(scale_down_patch(&deploy(), &o)).expect("patch");
         assert!(p["metadata"].get("annotations").is_none(), "{p}");
         assert_eq!(p["spec"]["replicas"], 0);
@@ -589,7 +737,9 @@ mod tests {
 
     #[test]
     fn replicasets_of_deployments_are_skipped() {
-        let o = obj(json!({"metadata": {"name": "web-abc", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]}, "spec": {"replicas": 3}}));
+        let o = obj(
+            json!({"metadata": {"name": "web-abc", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]}, "spec": {"replicas": 3}}),
+        );
         assert!(matches!(scale_down_patch(&rs(), &o), Plan::Skip));
         let o = obj(json!({"metadata": {"name": "lone"}, "spec": {"replicas": 3}}));
         assert!(patch_of(scale_down_patch(&rs(), &o)).is_some());
@@ -597,28 +747,50 @@ mod tests {
 
     #[test]
     fn restore_removes_the_annotation_in_the_same_write() {
-        let o = obj(json!({"metadata": {"name": "web", "resourceVersion": "11", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "4"}}, "spec": {"replicas": 0}}));
+        let o = obj(
+            json!({"metadata": {"name": "web", "resourceVersion": "11", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "4"}}, "spec": {"replicas": 0}}),
+        );
         let p = patch_of(restore_replicas_patch(&deploy(), &o)).expect("patch");
-        assert_eq!(p, json!({"metadata": {"resourceVersion": "11", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: null}}, "spec": {"replicas": 4}}));
+        assert_eq!(
+            p,
+            json!({"metadata": {"resourceVersion": "11", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: null}}, "spec": {"replicas": 4}})
+        );
         for bad in ["three", "-1", "", "2.5"] {
-            let o = obj(json!({"metadata": {"name": "web", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: bad}}, "spec": {"replicas": 0}}));
-            assert!(matches!(restore_replicas_patch(&deploy(), &o), Plan::Problem(_)), "{bad:?}");
+            let o = obj(
+                json!({"metadata": {"name": "web", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: bad}}, "spec": {"replicas": 0}}),
+            );
+            assert!(
+                matches!(restore_replicas_patch(&deploy(), &o), Plan::Problem(_)),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn cronjobs_suspend_and_restore() {
-        let o = obj(json!({"metadata": {"name": "c", "resourceVersion": "1"}, "spec": {"schedule": "* * * * *"}}));
+        let o = obj(
+            json!({"metadata": {"name": "c", "resourceVersion": "1"}, "spec": {"schedule": "* * * * *"}}),
+        );
         let p = patch_of(suspend_patch(&o)).expect("patch");
         assert_eq!(p["spec"]["suspend"], true);
-        assert_eq!(p["metadata"]["annotations"][ORIGINAL_SUSPEND_ANNOTATION], "false");
+        assert_eq!(
+            p["metadata"]["annotations"][ORIGINAL_SUSPEND_ANNOTATION],
+            "false"
+        );
         let o = obj(json!({"metadata": {"name": "c"}, "spec": {"suspend": true}}));
         assert!(matches!(suspend_patch(&o), Plan::Skip));
-        let o = obj(json!({"metadata": {"name": "c", "resourceVersion": "2", "annotations": {ORIGINAL_SUSPEND_ANNOTATION: "false"}}, "spec": {"suspend": true}}));
+        let o = obj(
+            json!({"metadata": {"name": "c", "resourceVersion": "2", "annotations": {ORIGINAL_SUSPEND_ANNOTATION: "false"}}, "spec": {"suspend": true}}),
+        );
         let p = patch_of(restore_suspend_patch(&o)).expect("patch");
         assert_eq!(p["spec"]["suspend"], false);
-        assert_eq!(p["metadata"]["annotations"][ORIGINAL_SUSPEND_ANNOTATION], Value::Null);
-        let o = obj(json!({"metadata": {"name": "c", "annotations": {ORIGINAL_SUSPEND_ANNOTATION: "maybe"}}, "spec": {"suspend": true}}));
+        assert_eq!(
+            p["metadata"]["annotations"][ORIGINAL_SUSPEND_ANNOTATION],
+            Value::Null
+        );
+        let o = obj(
+            json!({"metadata": {"name": "c", "annotations": {ORIGINAL_SUSPEND_ANNOTATION: "maybe"}}, "spec": {"suspend": true}}),
+        );
         assert!(matches!(restore_suspend_patch(&o), Plan::Problem(_)));
     }
 }

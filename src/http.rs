@@ -28,15 +28,22 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> anyhow::Result<()> {
         let handler = handler.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
             let req = String::from_utf8_lossy(&buf[..n]);
             let mut parts = req.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
             let path = path.split('?').next().unwrap_or("/");
-            let (code, body) = if method == "GET" { handler(path) } else { (405, "method not allowed\n".into()) };
+            let (code, body) = if method == "GET" {
+                handler(path)
+            } else {
+                (405, "method not allowed\n".into())
+            };
             let reason = match code {
                 200 => "OK",
                 404 => "Not Found",

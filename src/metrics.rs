@@ -48,7 +48,10 @@ pub struct RequestLabels {
 impl RequestLabels {
     /// Reads verb and resource from a request.
     pub fn of<B>(req: &http::Request<B>) -> RequestLabels {
-        let watch = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
+        let watch = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
         let (resource, named) = resource_of_path(req.uri().path());
         let verb = match *req.method() {
             http::Method::GET if watch => "watch",
@@ -103,14 +106,22 @@ impl Metrics {
             Some("block_controller".into()),
             Some([("replica".to_string(), identity.to_string())].into()),
         ));
-        let latency_buckets = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let latency_buckets = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
         let api_requests = must(IntCounterVec::new(
-            Opts::new("api_requests_total", "API requests by verb, resource and response code"),
+            Opts::new(
+                "api_requests_total",
+                "API requests by verb, resource and response code",
+            ),
             &["verb", "resource", "code"],
         ));
         let api_latency = must(HistogramVec::new(
-            HistogramOpts::new("api_request_duration_seconds", "API request latency (watches: until headers)")
-                .buckets(latency_buckets.clone()),
+            HistogramOpts::new(
+                "api_request_duration_seconds",
+                "API request latency (watches: until headers)",
+            )
+            .buckets(latency_buckets.clone()),
             &["verb"],
         ));
         let rate_limited = must(IntCounter::new(
@@ -122,12 +133,18 @@ impl Metrics {
             "Time spent waiting for the client-side token bucket",
         ));
         let reconciles = must(IntCounterVec::new(
-            Opts::new("reconciles_total", "Namespace reconciles by action and outcome"),
+            Opts::new(
+                "reconciles_total",
+                "Namespace reconciles by action and outcome",
+            ),
             &["action", "outcome"],
         ));
         let reconcile_latency = must(HistogramVec::new(
-            HistogramOpts::new("reconcile_duration_seconds", "Time a worker spent on one reconcile")
-                .buckets(latency_buckets.clone()),
+            HistogramOpts::new(
+                "reconcile_duration_seconds",
+                "Time a worker spent on one reconcile",
+            )
+            .buckets(latency_buckets.clone()),
             &["action"],
         ));
         let event_to_done = must(HistogramVec::new(
@@ -138,28 +155,51 @@ impl Metrics {
             .buckets(latency_buckets),
             &["action"],
         ));
-        let queue_depth = must(IntGauge::new("queue_depth", "Namespaces waiting for a worker"));
-        let indexed = must(IntGauge::new("indexed_namespaces", "Namespaces in this replica's index"));
-        let locked = must(IntGauge::new("locked_namespaces", "Locked namespaces in this replica's index"));
-        let owned_ranges = must(IntGauge::new("owned_ranges", "Hash ranges this replica may work on"));
+        let queue_depth = must(IntGauge::new(
+            "queue_depth",
+            "Namespaces waiting for a worker",
+        ));
+        let indexed = must(IntGauge::new(
+            "indexed_namespaces",
+            "Namespaces in this replica's index",
+        ));
+        let locked = must(IntGauge::new(
+            "locked_namespaces",
+            "Locked namespaces in this replica's index",
+        ));
+        let owned_ranges = must(IntGauge::new(
+            "owned_ranges",
+            "Hash ranges this replica may work on",
+        ));
         let expiries = must(IntCounterVec::new(
             Opts::new("expiries_total", "Expired locks by outcome"),
             &["outcome"],
         ));
-        let expiry_scheduled = must(IntGauge::new("expiries_scheduled", "Deadlines waiting in the expiry queue"));
+        let expiry_scheduled = must(IntGauge::new(
+            "expiries_scheduled",
+            "Deadlines waiting in the expiry queue",
+        ));
         let problems = must(IntCounterVec::new(
-            Opts::new("problems_total", "Bad input found on objects (left alone and reported)"),
+            Opts::new(
+                "problems_total",
+                "Bad input found on objects (left alone and reported)",
+            ),
             &["kind"],
         ));
         let watch_events = must(IntCounterVec::new(
-            Opts::new("watch_events_total", "Namespace watch events by outcome of the filter"),
+            Opts::new(
+                "watch_events_total",
+                "Namespace watch events by outcome of the filter",
+            ),
             &["outcome"],
         ));
         let build_info = must(prometheus::IntGaugeVec::new(
             Opts::new("build_info", "Build information"),
             &["version"],
         ));
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for c in [
             Box::new(api_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(api_latency.clone()),
@@ -181,7 +221,9 @@ impl Metrics {
             must(registry.register(c));
         }
         #[cfg(target_os = "linux")]
-        must(registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())));
+        must(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )));
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -207,8 +249,12 @@ impl Metrics {
     /// One API request finished.
     pub fn api_request(&self, labels: &RequestLabels, code: &str, took: Duration) {
         let i = &self.inner;
-        i.api_requests.with_label_values(&[labels.verb, &labels.resource, code]).inc();
-        i.api_latency.with_label_values(&[labels.verb]).observe(took.as_secs_f64());
+        i.api_requests
+            .with_label_values(&[labels.verb, &labels.resource, code])
+            .inc();
+        i.api_latency
+            .with_label_values(&[labels.verb])
+            .observe(took.as_secs_f64());
     }
 
     /// A request waited for the token bucket.
@@ -219,13 +265,22 @@ impl Metrics {
 
     /// One reconcile finished.
     pub fn reconcile(&self, action: &str, outcome: &str, took: Duration) {
-        self.inner.reconciles.with_label_values(&[action, outcome]).inc();
-        self.inner.reconcile_latency.with_label_values(&[action]).observe(took.as_secs_f64());
+        self.inner
+            .reconciles
+            .with_label_values(&[action, outcome])
+            .inc();
+        self.inner
+            .reconcile_latency
+            .with_label_values(&[action])
+            .observe(took.as_secs_f64());
     }
 
     /// Work asked for by a watch event is complete.
     pub fn event_to_done(&self, action: &str, took: Duration) {
-        self.inner.event_to_done.with_label_values(&[action]).observe(took.as_secs_f64());
+        self.inner
+            .event_to_done
+            .with_label_values(&[action])
+            .observe(took.as_secs_f64());
     }
 
     /// Current queue depth.
@@ -286,7 +341,11 @@ mod tests {
     use super::*;
 
     fn labels(method: &str, uri: &str) -> RequestLabels {
-        let req = http::Request::builder().method(method).uri(uri).body(()).expect("request");
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .expect("request");
         RequestLabels::of(&req)
     }
 
@@ -300,10 +359,19 @@ mod tests {
         assert_eq!((l.verb, l.resource.as_str()), ("patch", "namespaces"));
         let l = labels("PATCH", "/apis/apps/v1/namespaces/team-a/deployments/web");
         assert_eq!((l.verb, l.resource.as_str()), ("patch", "deployments"));
-        let l = labels("GET", "/apis/apps/v1/namespaces/team-a/deployments?limit=50");
+        let l = labels(
+            "GET",
+            "/apis/apps/v1/namespaces/team-a/deployments?limit=50",
+        );
         assert_eq!((l.verb, l.resource.as_str()), ("list", "deployments"));
-        let l = labels("PUT", "/apis/core.clawcloud.run/v1/namespaces/x/blockrequests/r/status");
-        assert_eq!((l.verb, l.resource.as_str()), ("update", "blockrequests/status"));
+        let l = labels(
+            "PUT",
+            "/apis/core.clawcloud.run/v1/namespaces/x/blockrequests/r/status",
+        );
+        assert_eq!(
+            (l.verb, l.resource.as_str()),
+            ("update", "blockrequests/status")
+        );
         let l = labels("DELETE", "/api/v1/namespaces/x/pods/p");
         assert_eq!((l.verb, l.resource.as_str()), ("delete", "pods"));
         let l = labels("POST", "/api/v1/namespaces/x/resourcequotas");
@@ -313,7 +381,11 @@ mod tests {
     #[test]
     fn renders_with_replica_label() {
         let m = Metrics::new("block-controller-1");
-        m.api_request(&labels("GET", "/api/v1/namespaces/x"), "200", Duration::from_millis(3));
+        m.api_request(
+            &labels("GET", "/api/v1/namespaces/x"),
+            "200",
+            Duration::from_millis(3),
+        );
         m.reconcile("lock", "ok", Duration::from_millis(20));
         let text = m.render();
         assert!(text.contains(r#"block_controller_api_requests_total{code="200",replica="block-controller-1",resource="namespaces",verb="get"} 1"#), "{text}");

@@ -100,7 +100,13 @@ impl WorkQueue {
 
     /// Adds work unless the queue is full (then returns it). Merging into an already queued or
     /// active name always succeeds.
-    pub fn try_add(&self, name: &str, work: Work, since: Instant, attempts: u32) -> Result<(), Work> {
+    pub fn try_add(
+        &self,
+        name: &str,
+        work: Work,
+        since: Instant,
+        attempts: u32,
+    ) -> Result<(), Work> {
         let mut s = self.lock();
         if s.closed {
             return Ok(());
@@ -186,7 +192,9 @@ impl WorkQueue {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 // Full queue: the retry waits its turn like any intake.
-                if let Err(work) = q.try_add(&item.name, item.work.clone(), item.since, item.attempts + 1) {
+                if let Err(work) =
+                    q.try_add(&item.name, item.work.clone(), item.since, item.attempts + 1)
+                {
                     q.add(&item.name, work).await;
                 }
             });
@@ -271,7 +279,9 @@ mod tests {
         q.add("b", Work::Check).await;
         let other = q.next().await.expect("item");
         assert_eq!(other.name, "b");
-        assert!(tokio::time::timeout(Duration::from_millis(20), q.next()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(20), q.next())
+            .await
+            .is_err());
         // Once the worker is done, the parked work comes back with the newest view.
         q.done(&held, None);
         let again = q.next().await.expect("item");
@@ -283,7 +293,10 @@ mod tests {
         let q = WorkQueue::new(10);
         q.add("a", Work::Reconcile(view("a", "locked"))).await;
         q.add("a", Work::Expire).await;
-        assert_eq!(q.next().await.expect("item").work, Work::Reconcile(view("a", "locked")));
+        assert_eq!(
+            q.next().await.expect("item").work,
+            Work::Reconcile(view("a", "locked"))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -292,8 +305,13 @@ mod tests {
         q.add("a", Work::Expire).await;
         let item = q.next().await.expect("item");
         q.done(&item, Some(Duration::from_secs(5)));
-        assert!(tokio::time::timeout(Duration::from_secs(4), q.next()).await.is_err());
-        let again = tokio::time::timeout(Duration::from_secs(2), q.next()).await.expect("retried").expect("item");
+        assert!(tokio::time::timeout(Duration::from_secs(4), q.next())
+            .await
+            .is_err());
+        let again = tokio::time::timeout(Duration::from_secs(2), q.next())
+            .await
+            .expect("retried")
+            .expect("item");
         assert_eq!(again.attempts, 1);
     }
 
@@ -322,7 +340,10 @@ mod tests {
         for attempt in 0..30 {
             let d = backoff(attempt, base, max);
             let nominal = base.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(d >= nominal.mul_f64(0.5) && d < nominal.mul_f64(1.5), "{attempt}: {d:?}");
+            assert!(
+                d >= nominal.mul_f64(0.5) && d < nominal.mul_f64(1.5),
+                "{attempt}: {d:?}"
+            );
         }
     }
 }

@@ -16,13 +16,28 @@ use crate::metrics::Metrics;
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let metrics = Metrics::new(&cfg.identity);
-    let agent = format!("block-controller/{} ({})", env!("CARGO_PKG_VERSION"), cfg.identity);
-    let client = crate::client::build(&agent, cfg.kube_api_qps, cfg.kube_api_burst, cfg.api_timeout, Some(metrics.clone()))
+    let agent = format!(
+        "block-controller/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.identity
+    );
+    let client = crate::client::build(
+        &agent,
+        cfg.kube_api_qps,
+        cfg.kube_api_burst,
+        cfg.api_timeout,
+        Some(metrics.clone()),
+    )
+    .await
+    .context("building the Kubernetes client")?;
+    let version = client
+        .apiserver_version()
         .await
-        .context("building the Kubernetes client")?;
-    let version = client.apiserver_version().await.context("reaching the API server")?;
+        .context("reaching the API server")?;
     info!(server = %version.git_version, identity = %cfg.identity, "connected");
-    let kinds = Kinds::discover(&client).await.context("discovering API resources")?;
+    let kinds = Kinds::discover(&client)
+        .await
+        .context("discovering API resources")?;
     let ctx = Context {
         events: Recorder::new(client.clone(), &cfg.identity, &cfg.controller_namespace),
         client,

@@ -45,7 +45,9 @@ pub struct NamespaceView {
 
 impl NamespaceView {
     /// Reads the view out of object metadata.
-    pub fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NamespaceView {
+    pub fn from_meta(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> NamespaceView {
         let empty = BTreeMap::new();
         let labels = meta.labels.as_ref().unwrap_or(&empty);
         let annotations = meta.annotations.as_ref().unwrap_or(&empty);
@@ -112,7 +114,9 @@ pub fn decide(view: &NamespaceView, now: i64) -> Decision {
     }
     match view.label.as_deref() {
         Some("locked") => match view.deadline() {
-            Ok(Some(t)) if t.timestamp() <= now => Decision::Expire { deadline: t.timestamp() },
+            Ok(Some(t)) if t.timestamp() <= now => Decision::Expire {
+                deadline: t.timestamp(),
+            },
             Ok(Some(t)) if view.lock_complete => Decision::Locked {
                 deadline: Some(t.timestamp()),
             },
@@ -150,13 +154,21 @@ mod tests {
 
     #[test]
     fn locked_without_deadline_locks() {
-        assert_eq!(decide(&view(Some("locked"), None, false), NOW), Decision::Lock);
+        assert_eq!(
+            decide(&view(Some("locked"), None, false), NOW),
+            Decision::Lock
+        );
     }
 
     #[test]
     fn locked_and_complete_only_schedules() {
         let v = view(Some("locked"), Some("2027-01-16T08:00:00Z"), true);
-        assert_eq!(decide(&v, NOW), Decision::Locked { deadline: Some(NOW + 86_400) });
+        assert_eq!(
+            decide(&v, NOW),
+            Decision::Locked {
+                deadline: Some(NOW + 86_400)
+            }
+        );
     }
 
     #[test]
@@ -178,21 +190,46 @@ mod tests {
         let v = view(Some("locked"), Some("next tuesday"), true);
         assert_eq!(decide(&v, NOW), Decision::Locked { deadline: None });
         let v = view(Some("locked"), Some("1999-01-01"), false);
-        assert_eq!(decide(&v, NOW), Decision::Lock, "redo the lock, never expire");
+        assert_eq!(
+            decide(&v, NOW),
+            Decision::Lock,
+            "redo the lock, never expire"
+        );
     }
 
     #[test]
     fn active_or_unlabelled_unlocks_only_when_something_is_left() {
-        assert_eq!(decide(&view(Some("active"), None, false), NOW), Decision::Nothing);
+        assert_eq!(
+            decide(&view(Some("active"), None, false), NOW),
+            Decision::Nothing
+        );
         assert_eq!(decide(&view(None, None, false), NOW), Decision::Nothing);
-        assert_eq!(decide(&view(Some("active"), Some("2027-01-16T08:00:00Z"), true), NOW), Decision::Unlock);
-        assert_eq!(decide(&view(None, Some("garbage"), false), NOW), Decision::Unlock);
-        assert_eq!(decide(&view(Some("active"), None, true), NOW), Decision::Unlock);
+        assert_eq!(
+            decide(
+                &view(Some("active"), Some("2027-01-16T08:00:00Z"), true),
+                NOW
+            ),
+            Decision::Unlock
+        );
+        assert_eq!(
+            decide(&view(None, Some("garbage"), false), NOW),
+            Decision::Unlock
+        );
+        assert_eq!(
+            decide(&view(Some("active"), None, true), NOW),
+            Decision::Unlock
+        );
     }
 
     #[test]
     fn unknown_label_values_and_terminating_namespaces_are_left_alone() {
-        assert_eq!(decide(&view(Some("frozen"), Some("2000-01-01T00:00:00Z"), false), NOW), Decision::Nothing);
+        assert_eq!(
+            decide(
+                &view(Some("frozen"), Some("2000-01-01T00:00:00Z"), false),
+                NOW
+            ),
+            Decision::Nothing
+        );
         let mut v = view(Some("locked"), None, false);
         v.terminating = true;
         assert_eq!(decide(&v, NOW), Decision::Nothing);

@@ -91,3 +91,147 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The controller under test: the real `block-controller` binary, one per test binary, against
+/// this binary's control plane. It dies with the test binary.
+pub struct Controller {
+    /// Its `/metrics` URL.
+    pub metrics_url: String,
+    /// Its log file.
+    pub log: std::path::PathBuf,
+}
+
+/// The controller's namespace in tests (protected; holds Events about expired namespaces).
+pub const CONTROLLER_NAMESPACE: &str = "block-system";
+/// A namespace protected through `--protected-namespaces`.
+pub const FLAG_PROTECTED: &str = "protected-by-flag";
+
+/// Starts (once) the controller binary with `args` added to the test defaults.
+pub fn controller_with(args: &'static [&'static str]) -> &'static Controller {
+    static CONTROLLER: std::sync::OnceLock<Controller> = std::sync::OnceLock::new();
+    CONTROLLER.get_or_init(|| {
+        let cp = control_plane();
+        // Set-up needs a runtime of its own: this may run inside a test's runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let client = cp.client().await.expect("client");
+                install_crd(&client).await;
+                for ns in [CONTROLLER_NAMESPACE, FLAG_PROTECTED] {
+                    let mut n = Namespace::default();
+                    n.metadata.name = Some(ns.to_string());
+                    match Api::<Namespace>::all(client.clone())
+                        .create(&PostParams::default(), &n)
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => panic!("creating {ns}: {e}"),
+                    }
+                }
+            })
+        })
+        .join()
+        .expect("set-up");
+        let metrics = free_port();
+        let health = free_port();
+        let log =
+            std::env::temp_dir().join(format!("block-controller-test-{}.log", std::process::id()));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_block-controller"));
+        cmd.env("KUBECONFIG", cp.kubeconfig())
+            .env("RUST_LOG", "info,block_controller=debug,kube=warn")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
+            .arg(format!("--health-probe-bind-address=127.0.0.1:{health}"))
+            .arg(format!("--controller-namespace={CONTROLLER_NAMESPACE}"))
+            .arg(format!("--protected-namespaces={FLAG_PROTECTED}"))
+            .arg("--identity=block-controller-test")
+            .arg("--kube-api-qps=500")
+            .arg("--kube-api-burst=1000")
+            .args(args);
+        let mut child = local_control_plane::spawn_tied(cmd, &log).expect("spawn block-controller");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let out = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("block-controller exited early ({status}):\n{out}");
+            }
+            if http_get(health, "/readyz").is_some_and(|(code, _)| code == 200) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "block-controller not ready in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The child handle is dropped, not killed: the process lives as long as the test binary.
+        std::mem::forget(child);
+        eprintln!("controller log: {}", log.display());
+        Controller {
+            metrics_url: format!("127.0.0.1:{metrics}"),
+            log,
+        }
+    })
+}
+
+/// Starts (once) the controller with the default test flags.
+pub fn controller() -> &'static Controller {
+    controller_with(&["--expiry-warning=3s"])
+}
+
+impl Controller {
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let port: u16 = self
+            .metrics_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// Sum of `block_controller_api_requests_total` samples whose labels contain all of `filters`.
+    pub fn api_requests(&self, filters: &[&str]) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("block_controller_api_requests_total{"))
+            .filter(|l| filters.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum::<f64>() as u64
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A plain HTTP GET on loopback: `(status, body)`.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}

@@ -825,3 +825,58 @@ fn make_certificates(dir: &Path) -> Result<(), Error> {
     run(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
     Ok(())
 }
+
+/// Spawns `cmd` so that it dies with this process, however the process ends (`setpriv
+/// --pdeathsig KILL`, forked from a thread that lives as long as the process). For helpers that
+/// tests start once per test binary, such as the controller under test.
+/// Its stdout and stderr go to `log`.
+pub fn spawn_tied(cmd: Command, log: &Path) -> std::io::Result<Child> {
+    type Job = (Command, PathBuf, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<std::sync::Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let _ = std::thread::Builder::new()
+            .name("tied-spawner".into())
+            .spawn(move || {
+                for (cmd, log, reply) in rx {
+                    let _ = reply.send(spawn_with_pdeathsig(cmd, &log));
+                }
+            });
+        std::sync::Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    tx.lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send((cmd, log.to_path_buf(), reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
+}
+
+fn spawn_with_pdeathsig(cmd: Command, log: &Path) -> std::io::Result<Child> {
+    let out = fs::File::create(log)?;
+    let err = out.try_clone()?;
+    if !Path::new("/usr/bin/setpriv").exists() {
+        let mut cmd = cmd;
+        return cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn();
+    }
+    let mut wrapped = Command::new("/usr/bin/setpriv");
+    wrapped
+        .arg("--pdeathsig")
+        .arg("KILL")
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped.stdin(Stdio::null()).stdout(out).stderr(err);
+    wrapped.spawn()
+}

@@ -1,0 +1,198 @@
+//! The cluster under test: a local control plane started for the run (or the one in KUBECONFIG),
+//! and the controller processes started against it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use local_control_plane::ControlPlane;
+
+/// A control plane for the run.
+pub struct Cluster {
+    cp: ControlPlane,
+    local: bool,
+}
+
+/// A controller process started by the load generator.
+pub struct Controller {
+    metrics_port: u16,
+    pid: u32,
+}
+
+const CRD: &str = include_str!("../../deploy/crd/blockrequests.yaml");
+
+impl Cluster {
+    /// Starts a local control plane (or uses KUBECONFIG) and installs the CRD.
+    pub async fn start(use_kubeconfig: bool) -> anyhow::Result<Cluster> {
+        let cp = if use_kubeconfig {
+            ControlPlane::existing()?
+        } else {
+            eprintln!("starting a local control plane");
+            // Blocking start: run it off the async threads.
+            tokio::task::spawn_blocking(|| {
+                ControlPlane::start(local_control_plane::Options {
+                    // Room for 100k namespaces and bursts from many clients at once.
+                    extra_apiserver_args: vec![
+                        "--max-requests-inflight=1000".into(),
+                        "--max-mutating-requests-inflight=500".into(),
+                    ],
+                    ..Default::default()
+                })
+            })
+            .await??
+        };
+        let cluster = Cluster {
+            cp,
+            local: !use_kubeconfig,
+        };
+        let client = cluster.client().await?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(CRD).context("parsing the CRD")?;
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        api.patch(
+            "blockrequests.core.clawcloud.run",
+            &PatchParams::apply("loadtest").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .context("installing the CRD")?;
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("block-system".into());
+        let _ = Api::<Namespace>::all(client)
+            .create(&PostParams::default(), &ns)
+            .await;
+        Ok(cluster)
+    }
+
+    /// A client for the load generator's own traffic.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(self.cp.client_with_agent("loadtest").await?)
+    }
+
+    /// Starts a controller (the `block-controller` binary next to this one) and waits until ready.
+    pub async fn start_controller(&self, extra: &[String]) -> anyhow::Result<Controller> {
+        if !self.local {
+            bail!("with --use-kubeconfig, run the controller yourself (see deploy/) and read its metrics");
+        }
+        let exe = std::env::current_exe()?;
+        let bin: PathBuf = exe.with_file_name("block-controller");
+        if !bin.exists() {
+            bail!("{} not found: build it first with `cargo build --release -p block-controller -p loadtest`", bin.display());
+        }
+        let metrics_port = free_port()?;
+        let health_port = free_port()?;
+        let mut cmd = Command::new(&bin);
+        cmd.env("KUBECONFIG", self.cp.kubeconfig())
+            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
+            .arg(format!(
+                "--health-probe-bind-address=127.0.0.1:{health_port}"
+            ))
+            .arg("--identity=block-controller-0")
+            .args(extra);
+        let log = std::env::temp_dir().join(format!(
+            "loadtest-controller-{}-{metrics_port}.log",
+            std::process::id()
+        ));
+        let child =
+            local_control_plane::spawn_tied(cmd, &log).context("starting the controller")?;
+        let pid = child.id();
+        std::mem::forget(child); // Tied to this process: it dies with the load generator.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if http_get(health_port, "/readyz")
+                .await
+                .is_some_and(|(c, _)| c == 200)
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("controller not ready in 300 s; log: {}", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Controller { metrics_port, pid })
+    }
+}
+
+impl Controller {
+    async fn metrics(&self) -> anyhow::Result<String> {
+        http_get(self.metrics_port, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .context("scraping the controller")
+    }
+
+    /// All API requests the controller made so far.
+    pub async fn api_requests(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .metrics()
+            .await?
+            .lines()
+            .filter(|l| l.starts_with("block_controller_api_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum::<f64>() as u64)
+    }
+
+    /// Requests by verb and resource, as a Markdown list.
+    pub async fn api_breakdown(&self) -> anyhow::Result<String> {
+        let mut rows: Vec<String> = self
+            .metrics()
+            .await?
+            .lines()
+            .filter(|l| l.starts_with("block_controller_api_requests_total{"))
+            .map(|l| {
+                format!(
+                    "- {}",
+                    l.trim_start_matches("block_controller_api_requests_total")
+                )
+            })
+            .collect();
+        rows.sort();
+        Ok(rows.join("\n"))
+    }
+
+    /// Resident memory of the controller process.
+    pub fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
