@@ -45,14 +45,44 @@ pub fn from_config(
         anyhow::anyhow!("user agent {user_agent:?} is not a valid header value: {e}")
     })?;
     config.headers.push((http::header::USER_AGENT, agent));
-    // The client's own read timeout must not cut watches short; ours applies to non-watch calls.
-    let builder = ClientBuilder::try_from(config)?;
+    let default_ns = config.default_namespace.clone();
     let layer = GuardLayer {
         bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst))),
         timeout,
         metrics,
     };
-    Ok(builder.with_layer(&layer).build())
+    Ok(ClientBuilder::new(base_service(&config)?, default_ns)
+        .with_layer(&layer)
+        .build())
+}
+
+/// kube's default stack, but with `TCP_NODELAY`: without it, a request written in two segments
+/// (headers, then body) waits for the server's delayed ACK, costing ~40 ms per write on loopback.
+fn base_service(
+    config: &kube::Config,
+) -> anyhow::Result<tower::util::BoxService<Request<Body>, Response<hyper::body::Incoming>, BoxError>>
+{
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    // The read timeout also detects watches that went quiet without closing.
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    let client: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(client);
+    Ok(tower::util::BoxService::new(service))
 }
 
 /// Token bucket: `burst` tokens, refilled at `qps` per second. A caller that finds it empty

@@ -229,7 +229,7 @@ impl Engine {
                 } else {
                     // A worker holds it: let the newest view follow through the queue.
                     self.queue
-                        .add(&view.name.clone(), Work::Reconcile(view))
+                        .add(&view.name.clone(), Work::Reconcile(Box::new(view)))
                         .await;
                 }
             }
@@ -238,14 +238,14 @@ impl Engine {
                     self.record(&view.name, Status::from_label(view.label.as_deref()), None);
                 } else {
                     self.queue
-                        .add(&view.name.clone(), Work::Reconcile(view))
+                        .add(&view.name.clone(), Work::Reconcile(Box::new(view)))
                         .await;
                 }
             }
             Decision::Lock | Decision::Unlock | Decision::Expire { .. } => {
                 debug!(namespace = %view.name, "queued");
                 self.queue
-                    .add(&view.name.clone(), Work::Reconcile(view))
+                    .add(&view.name.clone(), Work::Reconcile(Box::new(view)))
                     .await;
             }
         }

@@ -388,7 +388,7 @@ mod tests {
         );
         m.reconcile("lock", "ok", Duration::from_millis(20));
         let text = m.render();
-        assert!(text.contains(r#"block_controller_api_requests_total{code="200",replica="block-controller-1",resource="namespaces",verb="get"} 1"#), "{text}");
+        assert!(text.contains(r#"block_controller_api_requests_total{code="200",resource="namespaces",verb="get",replica="block-controller-1"} 1"#), "{text}");
         assert_eq!(m.api_requests_total(), 1);
     }
 }

@@ -18,7 +18,7 @@ use crate::state::NamespaceView;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Work {
     /// Decide from this (newest) view and act.
-    Reconcile(NamespaceView),
+    Reconcile(Box<NamespaceView>),
     /// Its deadline passed: re-read it and expire it if still due.
     Expire,
     /// It left the watch's selector (label removed, or deleted): re-read and unlock if needed.
@@ -260,22 +260,26 @@ mod tests {
     #[tokio::test]
     async fn deduplicates_queued_work_keeping_the_newest_view() {
         let q = WorkQueue::new(10);
-        q.add("a", Work::Reconcile(view("a", "locked"))).await;
-        q.add("a", Work::Reconcile(view("a", "active"))).await;
+        q.add("a", Work::Reconcile(Box::new(view("a", "locked"))))
+            .await;
+        q.add("a", Work::Reconcile(Box::new(view("a", "active"))))
+            .await;
         q.add("b", Work::Check).await;
         assert_eq!(q.len(), 2);
         let first = q.next().await.expect("item");
         assert_eq!(first.name, "a");
-        assert_eq!(first.work, Work::Reconcile(view("a", "active")));
+        assert_eq!(first.work, Work::Reconcile(Box::new(view("a", "active"))));
     }
 
     #[tokio::test]
     async fn never_hands_one_name_to_two_workers() {
         let q = WorkQueue::new(10);
-        q.add("a", Work::Reconcile(view("a", "locked"))).await;
+        q.add("a", Work::Reconcile(Box::new(view("a", "locked"))))
+            .await;
         let held = q.next().await.expect("item");
         // New work for the held name is parked, not handed out.
-        q.add("a", Work::Reconcile(view("a", "active"))).await;
+        q.add("a", Work::Reconcile(Box::new(view("a", "active"))))
+            .await;
         q.add("b", Work::Check).await;
         let other = q.next().await.expect("item");
         assert_eq!(other.name, "b");
@@ -285,17 +289,18 @@ mod tests {
         // Once the worker is done, the parked work comes back with the newest view.
         q.done(&held, None);
         let again = q.next().await.expect("item");
-        assert_eq!(again.work, Work::Reconcile(view("a", "active")));
+        assert_eq!(again.work, Work::Reconcile(Box::new(view("a", "active"))));
     }
 
     #[tokio::test]
     async fn timer_work_does_not_replace_a_reconcile() {
         let q = WorkQueue::new(10);
-        q.add("a", Work::Reconcile(view("a", "locked"))).await;
+        q.add("a", Work::Reconcile(Box::new(view("a", "locked"))))
+            .await;
         q.add("a", Work::Expire).await;
         assert_eq!(
             q.next().await.expect("item").work,
-            Work::Reconcile(view("a", "locked"))
+            Work::Reconcile(Box::new(view("a", "locked")))
         );
     }
 

@@ -136,6 +136,23 @@ impl Controller {
             .sum::<f64>() as u64)
     }
 
+    /// Mean of a histogram (`<name>_sum / <name>_count`) over samples whose labels contain `filter`.
+    pub async fn histogram_mean(
+        &self,
+        name: &str,
+        filter: &str,
+    ) -> anyhow::Result<Option<std::time::Duration>> {
+        let text = self.metrics().await?;
+        let value = |suffix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}_{suffix}{{")) && l.contains(filter))
+                .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                .sum()
+        };
+        let (sum, count) = (value("sum"), value("count"));
+        Ok((count > 0.0).then(|| std::time::Duration::from_secs_f64(sum / count)))
+    }
+
     /// Requests by verb and resource, as a Markdown list.
     pub async fn api_breakdown(&self) -> anyhow::Result<String> {
         let mut rows: Vec<String> = self

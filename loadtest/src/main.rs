@@ -54,6 +54,11 @@ enum Command {
         /// Deployments per namespace.
         #[arg(long, default_value_t = 3)]
         workloads: usize,
+        /// Pause between flows, so the controller's token bucket (default 50 QPS) refills and the
+        /// figure is the latency of one change on an idle controller; 0 measures back-to-back
+        /// changes, where the client-side rate limit dominates.
+        #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+        pause: Duration,
     },
     /// API calls at start-up and while idle with many managed namespaces.
     Idle {
@@ -68,9 +73,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Logs to stderr: stdout carries the report. The control plane's readiness probe logs
+    // connection errors while it starts; they are expected.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kube_client=off".into()),
         )
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -78,8 +87,19 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Latency { runs, workloads } => {
-                latency(cli.use_kubeconfig, &cli.controller_arg, runs, workloads).await
+            Command::Latency {
+                runs,
+                workloads,
+                pause,
+            } => {
+                latency(
+                    cli.use_kubeconfig,
+                    &cli.controller_arg,
+                    runs,
+                    workloads,
+                    pause,
+                )
+                .await
             }
             Command::Idle {
                 namespaces,
@@ -106,6 +126,7 @@ async fn latency(
     extra: &[String],
     runs: usize,
     workloads: usize,
+    pause: Duration,
 ) -> anyhow::Result<()> {
     let cluster = Cluster::start(use_kubeconfig).await?;
     let client = cluster.client().await?;
@@ -167,6 +188,7 @@ async fn latency(
             ("locked", true, &mut lock_lat, &mut lock_calls),
             ("active", false, &mut unlock_lat, &mut unlock_calls),
         ] {
+            tokio::time::sleep(pause).await;
             let before = controller.api_requests().await?;
             let t0 = Instant::now();
             ns_api
@@ -194,7 +216,7 @@ async fn latency(
     }
     watch.abort();
     let total = controller.api_requests().await? - calls_before;
-    println!("## latency: label change → lock / unlock complete ({runs} runs, {workloads} Deployments each)\n");
+    println!("## latency: label change → lock / unlock complete ({runs} runs, {workloads} Deployments each, {pause:?} between changes)\n");
     println!("| flow | median | p90 | p99 | max | API calls per flow |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let l = Summary::of(&lock_lat);
@@ -216,6 +238,30 @@ async fn latency(
         unlock_calls as f64 / runs as f64
     );
     println!("\ncontroller API requests during the runs: {total}");
+    for action in ["lock", "unlock"] {
+        let f = format!("action=\"{action}\"");
+        let work = controller
+            .histogram_mean("block_controller_reconcile_duration_seconds", &f)
+            .await?;
+        let e2d = controller
+            .histogram_mean("block_controller_event_to_done_seconds", &f)
+            .await?;
+        println!(
+            "controller-side {action}: mean reconcile {:?}, mean event-to-done {:?}",
+            work.unwrap_or_default(),
+            e2d.unwrap_or_default()
+        );
+    }
+    for verb in ["list", "patch", "create", "delete"] {
+        let f = format!("verb=\"{verb}\"");
+        let mean = controller
+            .histogram_mean("block_controller_api_request_duration_seconds", &f)
+            .await?;
+        println!(
+            "controller-side mean {verb} request: {:?}",
+            mean.unwrap_or_default()
+        );
+    }
     println!("\n{}", controller.api_breakdown().await?);
     Ok(())
 }
