@@ -1,0 +1,215 @@
+//! NamespaceIndex inserts/s and deletes/s at 100k entries.
+//!
+//! Seed report (original): 24 k inserts/s, 228 k deletes/s. Target: ≥ 10 M/s each.
+//!
+//! Inserts are measured two ways: into an index that already holds 100k entries (the
+//! steady state "at 100k entries"; its capacity was reserved, so no table rebuild falls
+//! in the measured window), and building 100k from empty, every table rebuild and arena
+//! growth included. Deletes remove all 100k entries (arena compactions and table
+//! shrinking included), in insertion order and in a shuffled order. Names passed to the
+//! index come from one packed buffer in the order they are used (see `common::Packed`),
+//! as names just decoded from watch events would be hot in cache.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use common::{Packed, Rate};
+use criterion::{BatchSize, Criterion, Throughput};
+use shard::{NamespaceIndex, RangeCount, Status};
+
+const N: usize = 100_000;
+const MORE: usize = 20_000;
+
+fn insert_all(index: &mut NamespaceIndex, names: &Packed) {
+    for name in names.iter() {
+        index
+            .upsert(name, Status::Locked, None)
+            .expect("bench names are valid");
+    }
+}
+
+fn insert_many(index: &mut NamespaceIndex, names: &Packed) {
+    index
+        .upsert_many(names.iter().map(|n| (n, Status::Locked, None)))
+        .expect("bench names are valid");
+}
+
+fn build(count: RangeCount, names: &Packed) -> NamespaceIndex {
+    let mut index = NamespaceIndex::new(count);
+    insert_all(&mut index, names);
+    index
+}
+
+fn delete_all(mut index: NamespaceIndex, names: &Packed) -> NamespaceIndex {
+    for name in names.iter() {
+        black_box(index.remove(name));
+    }
+    index
+}
+
+/// Rate of `rounds` runs of `routine` on fresh `setup` output (setup and drop untimed).
+fn rate<S, O>(
+    rounds: usize,
+    elements: usize,
+    setup: impl Fn() -> S,
+    routine: impl Fn(S) -> O,
+) -> Rate {
+    let secs: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let input = setup();
+            let start = Instant::now();
+            let out = routine(input);
+            let t = start.elapsed().as_secs_f64();
+            drop(black_box(out));
+            t
+        })
+        .collect();
+    Rate::from_secs(elements, secs)
+}
+
+fn main() {
+    let names = common::names(N + MORE, 0x1de8);
+    let (base_names, more_names) = names.split_at(N);
+    let mut rng = common::Rng::new(7);
+    let mut shuffled = base_names.to_vec();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let base_names = Packed::new(base_names);
+    let more_names = Packed::new(more_names);
+    let shuffled = Packed::new(&shuffled);
+    drop(names);
+    let count = RangeCount::new(256).expect("256 is a valid range count");
+
+    let full = build(count, &base_names);
+    let mut at_100k = NamespaceIndex::with_capacity(count, N + MORE);
+    insert_all(&mut at_100k, &base_names);
+
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20)
+        .configure_from_args();
+    let mut group = c.benchmark_group("namespace_index");
+    group.throughput(Throughput::Elements(MORE as u64));
+    group.bench_function("insert_20k_into_100k", |b| {
+        b.iter_batched(
+            || at_100k.clone(),
+            |mut index| {
+                insert_all(&mut index, &more_names);
+                index
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("build_100k_from_empty", |b| {
+        b.iter_with_large_drop(|| build(count, &base_names))
+    });
+    group.bench_function("delete_100k_insertion_order", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |index| delete_all(index, &base_names),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("delete_100k_shuffled", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |index| delete_all(index, &shuffled),
+            BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Elements(MORE as u64));
+    group.bench_function("upsert_many_20k_into_100k", |b| {
+        b.iter_batched(
+            || at_100k.clone(),
+            |mut index| {
+                insert_many(&mut index, &more_names);
+                index
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("remove_many_100k_insertion_order", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut index| {
+                index.remove_many(base_names.iter());
+                index
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("lookup_100k_shuffled", |b| {
+        b.iter(|| shuffled.iter().filter(|n| full.get(n).is_some()).count())
+    });
+    group.finish();
+    c.final_summary();
+
+    if common::benching() {
+        let rounds = 15;
+        let insert = rate(
+            rounds,
+            MORE,
+            || at_100k.clone(),
+            |mut index| {
+                insert_all(&mut index, &more_names);
+                index
+            },
+        );
+        let build_rate = rate(rounds, N, || (), |()| build(count, &base_names));
+        let insert_batched = rate(
+            rounds,
+            MORE,
+            || at_100k.clone(),
+            |mut index| {
+                insert_many(&mut index, &more_names);
+                index
+            },
+        );
+        let delete = rate(
+            rounds,
+            N,
+            || full.clone(),
+            |index| delete_all(index, &base_names),
+        );
+        let delete_shuffled = rate(
+            rounds,
+            N,
+            || full.clone(),
+            |index| delete_all(index, &shuffled),
+        );
+        let many = rate(
+            rounds,
+            N,
+            || full.clone(),
+            |mut index| {
+                index.remove_many(base_names.iter());
+                index
+            },
+        );
+        let many_shuffled = rate(
+            rounds,
+            N,
+            || full.clone(),
+            |mut index| {
+                index.remove_many(shuffled.iter());
+                index
+            },
+        );
+        println!(
+            "\nFIGURE index_insert (seed report: 24 k/s; target >= 10 M): \
+             into an index of 100k {insert}; with upsert_many {insert_batched}; \
+             building 100k from empty, growth included, {build_rate}"
+        );
+        println!(
+            "FIGURE index_delete (seed report: 228 k/s; target >= 10 M): removing 100k \
+             in insertion order {delete}; shuffled {delete_shuffled}; \
+             with remove_many in order {many}; shuffled {many_shuffled}"
+        );
+    }
+}

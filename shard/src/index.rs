@@ -1,0 +1,1404 @@
+//! The NamespaceIndex: compact state of the namespaces in this replica's ranges.
+//!
+//! ```text
+//!   table (4 B/bucket, 44–88% full)    slots (5 B each)       arena (64 KiB chunks)
+//!   ┌──────────────┐                  ┌─────────────────┐     ┌───────────────────────┐
+//!   │ fp | id + 2  │ ───────────────▶ │ pos │ len|status│ ──▶ │ ns-user-3f9a2cteam-al…│
+//!   └──────────────┘                  └─────────────────┘     └───────────────────────┘
+//!                                      expiry queue (12 B per scheduled entry): id → deadline
+//! ```
+//!
+//! * **Names** are stored whole (up to 63 bytes, the DNS-label limit of namespace names)
+//!   in a chunked arena: no allocation per name, no truncation, no copying on growth. A
+//!   removed name leaves a hole, remembered in a free list per length, and the next name
+//!   of that length is written into it, so churn (namespaces created and deleted) reuses
+//!   space. Holes nobody reuses are garbage; when it exceeds both the live bytes and two
+//!   bytes per slot, the arena is compacted (live names copied into fresh chunks,
+//!   O(slots + live bytes)), which is amortized O(1) per removal and keeps the arena
+//!   under twice the live bytes.
+//! * **Slots** hold the arena position (4 bytes), the name length and the status (1 byte),
+//!   in two parallel segmented vectors, so no padding is paid and growth copies nothing.
+//!   An [`EntryId`] is a slot number:
+//!   stable while the entry lives, reused after its removal. Free slots form a list, so
+//!   there are never more slots than the most entries held at once. The hash range is not
+//!   stored: it is recomputed from the name (one xxh3) where needed, which is only in
+//!   views and whole-range operations.
+//! * **The table** maps a name to its slot: see the private `table` module. Lookups hash
+//!   the name once (xxh3) and compare names only on a fingerprint match, so they are exact.
+//! * **Deadlines** live in an embedded [`ExpiryQueue`] keyed by slot id, so the index and
+//!   its timers are one structure and one memory figure.
+//!
+//! The index never drops an entry on its own: not under memory pressure, not on a hash
+//! collision. Memory is about 45 bytes per namespace with a 20-byte name and a deadline
+//! (see the crate README for the measured figure).
+
+use thiserror::Error;
+
+use crate::arena::NameArena;
+use crate::expiry::{Deadline, ExpiryQueue};
+use crate::grow::SegVec;
+use crate::ranges::{hash_name, RangeCount, RangeSet};
+use crate::table::{Probe, Table};
+
+/// Longest namespace name: a DNS-1123 label has at most 63 characters.
+///
+/// ```
+/// assert_eq!(shard::MAX_NAME_LEN, 63);
+/// ```
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Slot number meaning "none" in the free list.
+const NO_SLOT: u32 = u32::MAX;
+/// Bits of `Slot::meta` that hold the name length (1..=63; 0 marks a free slot).
+const LEN_MASK: u8 = 0x3f;
+/// Largest number of entries: ids must leave room in the table's bucket encoding.
+const MAX_ENTRIES: u32 = (1 << 30) - 2;
+/// Names per group in the batch operations (see [`NamespaceIndex::remove_many`]).
+const GROUP: usize = 16;
+/// Garbage below this many arena bytes is never worth a compaction.
+const MIN_GARBAGE_TO_COMPACT: usize = 4096;
+
+/// Errors of the index; they name bad input or a hard limit and are not retryable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IndexError {
+    /// Namespace names are never empty.
+    #[error("empty namespace name")]
+    EmptyName,
+    /// Namespace names are DNS-1123 labels of at most 63 bytes.
+    #[error("namespace name of {len} bytes is longer than 63")]
+    NameTooLong {
+        /// Length of the rejected name.
+        len: usize,
+    },
+    /// More than 2^30 - 2 entries, or names past 4 GiB: far beyond any cluster.
+    #[error("namespace index is full")]
+    Full,
+}
+
+/// Lock status of a namespace, as read from its `clawcloud.run/status` label.
+///
+/// ```
+/// use shard::Status;
+/// assert_eq!(Status::from_label(Some("locked")), Status::Locked);
+/// assert_eq!(Status::from_label(Some("weird")), Status::Unknown);
+/// assert_eq!(Status::Active.as_str(), "active");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Status {
+    /// No label, or a value this version does not know.
+    #[default]
+    Unknown,
+    /// `active`: not locked.
+    Active,
+    /// `locked`.
+    Locked,
+}
+
+impl Status {
+    /// The status for a label value (`None` when the label is missing).
+    ///
+    /// ```
+    /// assert_eq!(shard::Status::from_label(None), shard::Status::Unknown);
+    /// ```
+    pub fn from_label(value: Option<&str>) -> Status {
+        match value {
+            Some("locked") => Status::Locked,
+            Some("active") => Status::Active,
+            _ => Status::Unknown,
+        }
+    }
+
+    /// The label value, `unknown` for [`Status::Unknown`].
+    ///
+    /// ```
+    /// assert_eq!(shard::Status::Locked.as_str(), "locked");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unknown => "unknown",
+            Status::Active => "active",
+            Status::Locked => "locked",
+        }
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            Status::Unknown => 0,
+            Status::Active => 1,
+            Status::Locked => 2,
+        }
+    }
+
+    fn from_bits(bits: u8) -> Status {
+        match bits {
+            1 => Status::Active,
+            2 => Status::Locked,
+            _ => Status::Unknown,
+        }
+    }
+}
+
+/// Handle to an index entry: valid until that entry is removed, after which the same id
+/// may name another namespace. Keep names, not ids, across removals.
+///
+/// ```
+/// use shard::{NamespaceIndex, RangeCount, Status};
+/// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+/// let id = index.upsert("ns-a", Status::Active, None).unwrap();
+/// assert_eq!(index.entry(id).unwrap().name, "ns-a");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId(u32);
+
+impl EntryId {
+    /// The slot number (dense, from 0): usable as an index into side tables.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// assert_eq!(index.upsert("first", Status::Active, None).unwrap().index(), 0);
+    /// ```
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// A read-only view of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// The entry's handle.
+    pub id: EntryId,
+    /// The full namespace name.
+    pub name: &'a str,
+    /// Its status.
+    pub status: Status,
+    /// Its hash range.
+    pub range: u32,
+    /// Its pending deadline; for an entry returned by [`NamespaceIndex::pop_due`], the
+    /// deadline that fell due (and is no longer pending).
+    pub deadline: Option<Deadline>,
+}
+
+/// What [`NamespaceIndex::remove`] took out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// The status the entry had.
+    pub status: Status,
+    /// The deadline that was pending, now cancelled.
+    pub deadline: Option<Deadline>,
+}
+
+/// Memory held by a [`NamespaceIndex`], in bytes of allocated capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryUsage {
+    /// The name arena (live names, garbage, spare capacity and the lists of holes).
+    pub arena: usize,
+    /// Arena bytes of removed names, reclaimed by the next compaction (part of `arena`).
+    pub garbage: usize,
+    /// The entry slots.
+    pub slots: usize,
+    /// The hash table.
+    pub table: usize,
+    /// The expiry queue.
+    pub expiry: usize,
+}
+
+impl MemoryUsage {
+    /// Everything: `arena + slots + table + expiry`.
+    ///
+    /// ```
+    /// let m = shard::MemoryUsage { arena: 1, garbage: 0, slots: 2, table: 3, expiry: 4 };
+    /// assert_eq!(m.total(), 10);
+    /// ```
+    pub fn total(&self) -> usize {
+        self.arena + self.slots + self.table + self.expiry
+    }
+}
+
+/// One entry's fixed part, 5 bytes, read from and written to [`Slots`] by value.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Arena offset of the name; in a free slot, the next free slot or `NO_SLOT`.
+    off: u32,
+    /// Name length in the low 6 bits (0 = free slot), status in the top 2.
+    meta: u8,
+}
+
+const FREE: Slot = Slot {
+    off: NO_SLOT,
+    meta: 0,
+};
+
+/// The slots as two parallel vectors (a `Vec<Slot>` would pad each to 8 bytes).
+#[derive(Debug, Clone)]
+struct Slots {
+    offs: SegVec<u32>,
+    metas: SegVec<u8>,
+}
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots {
+            offs: SegVec::new(NO_SLOT),
+            metas: SegVec::new(0),
+        }
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.offs.len()
+    }
+    #[inline]
+    fn at(&self, id: u32) -> Slot {
+        Slot {
+            off: self.offs.at(id as usize),
+            meta: self.metas.at(id as usize),
+        }
+    }
+    #[inline]
+    fn get(&self, id: u32) -> Option<Slot> {
+        Some(Slot {
+            off: self.offs.get(id as usize)?,
+            meta: self.metas.get(id as usize)?,
+        })
+    }
+    #[inline]
+    fn set(&mut self, id: u32, slot: Slot) {
+        self.offs.set(id as usize, slot.off);
+        self.metas.set(id as usize, slot.meta);
+    }
+    #[inline]
+    fn push(&mut self, slot: Slot) {
+        self.offs.push(slot.off);
+        self.metas.push(slot.meta);
+    }
+    fn reserve(&mut self, additional: usize) {
+        self.offs.reserve(additional);
+        self.metas.reserve(additional);
+    }
+    fn clear(&mut self) {
+        self.offs.clear();
+        self.metas.clear();
+    }
+    fn memory_bytes(&self) -> usize {
+        self.offs.memory_bytes() + self.metas.memory_bytes()
+    }
+    /// Live slot ids, ascending.
+    fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.metas
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m & LEN_MASK != 0)
+            .map(|(id, _)| id as u32)
+    }
+}
+
+impl Slot {
+    #[inline]
+    fn len(self) -> usize {
+        usize::from(self.meta & LEN_MASK)
+    }
+    #[inline]
+    fn is_free(self) -> bool {
+        self.meta & LEN_MASK == 0
+    }
+    #[inline]
+    fn status(self) -> Status {
+        Status::from_bits(self.meta >> 6)
+    }
+}
+
+/// Compact per-namespace state for the owned ranges; see the [module docs](self).
+///
+/// Complexities are expected (hashing) and amortized (growth, compaction); `L` is the
+/// name length (≤ 63), `S` the number of slots (the most entries ever held at once).
+///
+/// ```
+/// use shard::{Deadline, NamespaceIndex, RangeCount, Status};
+/// let mut index = NamespaceIndex::new(RangeCount::new(256).unwrap());
+/// let at = |s| Deadline::from_unix_secs(s).unwrap();
+///
+/// // On a watch event: record the namespace and its unlock deadline.
+/// index.upsert("team-alpha-prod-17", Status::Locked, Some(at(1_000))).unwrap();
+/// index.upsert("ns-user-3f9a2c", Status::Active, None).unwrap();
+/// assert_eq!(index.get("team-alpha-prod-17").unwrap().status, Status::Locked);
+///
+/// // On the timer: what is due now?
+/// assert_eq!(index.next_deadline(), Some(at(1_000)));
+/// let due: Vec<String> = index.drain_due(1_000).map(|e| e.name.to_owned()).collect();
+/// assert_eq!(due, ["team-alpha-prod-17"]);
+///
+/// // Handover: drop a whole range.
+/// let r = index.get("ns-user-3f9a2c").unwrap().range;
+/// index.remove_range(r);
+/// assert!(index.get("ns-user-3f9a2c").is_none());
+/// ```
+#[derive(Debug, Clone)]
+pub struct NamespaceIndex {
+    count: RangeCount,
+    arena: NameArena,
+    /// Arena bytes of removed names.
+    garbage: usize,
+    /// Per name length, arena positions of removed names of that length (holes).
+    holes: Vec<Vec<u32>>,
+    slots: Slots,
+    free_head: u32,
+    live: u32,
+    table: Table,
+    expiry: ExpiryQueue,
+}
+
+impl NamespaceIndex {
+    /// An empty index for names hashed into `count` ranges. O(1), no allocation.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount};
+    /// let index = NamespaceIndex::new(RangeCount::new(256).unwrap());
+    /// assert!(index.is_empty());
+    /// ```
+    pub fn new(count: RangeCount) -> NamespaceIndex {
+        NamespaceIndex {
+            count,
+            arena: NameArena::default(),
+            garbage: 0,
+            holes: Vec::new(),
+            slots: Slots::new(),
+            free_head: NO_SLOT,
+            live: 0,
+            table: Table::new(),
+            expiry: ExpiryQueue::new(),
+        }
+    }
+
+    /// An empty index with room for `namespaces` entries, so that loading a known
+    /// population (e.g. from a list's `remainingItemCount`) never rebuilds the table.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount};
+    /// let index = NamespaceIndex::with_capacity(RangeCount::new(256).unwrap(), 1000);
+    /// assert!(index.is_empty());
+    /// assert!(index.memory_bytes() >= 1000 * (4 + 5));
+    /// ```
+    pub fn with_capacity(count: RangeCount, namespaces: usize) -> NamespaceIndex {
+        let mut index = NamespaceIndex::new(count);
+        index.slots.reserve(namespaces);
+        index.table.rebuild(
+            Table::reserved_capacity(namespaces),
+            namespaces as u32,
+            std::iter::empty(),
+            |_| 0,
+        );
+        index
+    }
+
+    /// The range count names are hashed into.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount};
+    /// let c = RangeCount::new(256).unwrap();
+    /// assert_eq!(NamespaceIndex::new(c).range_count(), c);
+    /// ```
+    pub fn range_count(&self) -> RangeCount {
+        self.count
+    }
+
+    /// Number of entries. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("a", Status::Active, None).unwrap();
+    /// index.upsert("a", Status::Locked, None).unwrap();
+    /// assert_eq!(index.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.live as usize
+    }
+
+    /// Whether the index is empty. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount};
+    /// assert!(NamespaceIndex::new(RangeCount::new(4).unwrap()).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Inserts `name` or updates its entry: sets its status and its deadline (`None`
+    /// cancels a pending one). Returns the entry's id. O(L) + O(log n) for the deadline.
+    ///
+    /// Errors on an empty name or one longer than 63 bytes (no namespace has such a
+    /// name); the index is then unchanged.
+    ///
+    /// ```
+    /// use shard::{IndexError, NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let a = index.upsert("ns-a", Status::Active, None).unwrap();
+    /// assert_eq!(index.upsert("ns-a", Status::Locked, None).unwrap(), a);
+    /// assert_eq!(index.len(), 1);
+    /// assert_eq!(index.upsert("", Status::Active, None), Err(IndexError::EmptyName));
+    /// ```
+    pub fn upsert(
+        &mut self,
+        name: &str,
+        status: Status,
+        deadline: Option<Deadline>,
+    ) -> Result<EntryId, IndexError> {
+        check_name(name)?;
+        self.upsert_hashed(name, hash_name(name), status, deadline)
+    }
+
+    /// Upserts every `(name, status, deadline)` of `items`, in order; returns how many.
+    /// The same as [`NamespaceIndex::upsert`] for each, but faster on long lists (a list
+    /// page, a relist): it hashes a group of 16 names and reads their table buckets
+    /// before applying them, so the cache misses of a group overlap. Stops at the first
+    /// invalid name with its error; the items before it are applied. Amortized O(L) per
+    /// item, plus O(log n) for a deadline.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let page = [("a", Status::Active, None), ("b", Status::Locked, None)];
+    /// assert_eq!(index.upsert_many(page), Ok(2));
+    /// assert_eq!(index.get("b").unwrap().status, Status::Locked);
+    /// ```
+    pub fn upsert_many<'n>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'n str, Status, Option<Deadline>)>,
+    ) -> Result<usize, IndexError> {
+        let mut done = 0;
+        let mut group = [("", 0u64, Status::Unknown, None); GROUP];
+        let mut items = items.into_iter();
+        loop {
+            let mut len = 0;
+            let mut sink = 0u32;
+            for (name, status, deadline) in items.by_ref().take(GROUP) {
+                let hash = hash_name(name);
+                sink ^= self.table.touch(hash);
+                group[len] = (name, hash, status, deadline);
+                len += 1;
+            }
+            std::hint::black_box(sink);
+            for &(name, hash, status, deadline) in &group[..len] {
+                check_name(name)?;
+                self.upsert_hashed(name, hash, status, deadline)?;
+                done += 1;
+            }
+            if len < GROUP {
+                return Ok(done);
+            }
+        }
+    }
+
+    fn upsert_hashed(
+        &mut self,
+        name: &str,
+        hash: u64,
+        status: Status,
+        deadline: Option<Deadline>,
+    ) -> Result<EntryId, IndexError> {
+        let id = match self.find(hash, name) {
+            Probe::Found { id, .. } => {
+                let mut slot = self.slots.at(id);
+                slot.meta = (slot.meta & LEN_MASK) | (status.bits() << 6);
+                self.slots.set(id, slot);
+                id
+            }
+            Probe::Vacant { bucket } => self.insert_new(name, hash, status, bucket)?,
+        };
+        match deadline {
+            Some(d) => {
+                self.expiry.schedule(id, d);
+            }
+            None => {
+                self.expiry.cancel(id);
+            }
+        }
+        Ok(EntryId(id))
+    }
+
+    fn insert_new(
+        &mut self,
+        name: &str,
+        hash: u64,
+        status: Status,
+        bucket: usize,
+    ) -> Result<u32, IndexError> {
+        if self.live >= MAX_ENTRIES {
+            return Err(IndexError::Full);
+        }
+        // The name first: the only step that can fail.
+        let hole = self.holes.get_mut(name.len()).and_then(Vec::pop);
+        let off = match hole {
+            Some(pos) => {
+                self.arena.overwrite(pos, name);
+                self.garbage -= name.len();
+                pos
+            }
+            None => match self.arena.push(name) {
+                Some(off) => off,
+                None => {
+                    self.compact_arena();
+                    self.arena.push(name).ok_or(IndexError::Full)?
+                }
+            },
+        };
+        // The slot: a free one, or a new one at the end.
+        let id = if self.free_head != NO_SLOT {
+            self.free_head
+        } else {
+            self.slots.len() as u32
+        };
+        let rebuild = self.table.is_full() || !self.table.fits_id(id);
+        if id == self.slots.len() as u32 {
+            self.slots.push(FREE);
+        } else {
+            self.free_head = self.slots.at(id).off;
+        }
+        self.slots.set(
+            id,
+            Slot {
+                off,
+                meta: name.len() as u8 | (status.bits() << 6),
+            },
+        );
+        self.live += 1;
+        if rebuild {
+            // Places the new entry too.
+            self.rebuild_table(Table::grown_capacity(self.live as usize));
+        } else {
+            self.table.insert_at(bucket, hash, id);
+        }
+        Ok(id)
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, name: &str) -> Probe {
+        let (slots, arena) = (&self.slots, &self.arena);
+        self.table
+            .probe(hash, |id| slot_name(arena, slots.at(id)) == name)
+    }
+
+    /// Rebuilds the table with `capacity` buckets from the live slots, rehashing every
+    /// name in slot order (so the arena is read mostly in sequence). O(S + capacity).
+    fn rebuild_table(&mut self, capacity: usize) {
+        let (slots, arena) = (&self.slots, &self.arena);
+        self.table
+            .rebuild(capacity, slots.len() as u32, slots.live_ids(), |id| {
+                hash_name(slot_name(arena, slots.at(id)))
+            });
+    }
+
+    fn view(&self, id: u32) -> Option<EntryRef<'_>> {
+        self.view_hashed(id, None)
+    }
+
+    /// A view of a live slot; `hash` is the name's hash when the caller has it already.
+    fn view_hashed(&self, id: u32, hash: Option<u64>) -> Option<EntryRef<'_>> {
+        let slot = self.slots.get(id)?;
+        if slot.is_free() {
+            return None;
+        }
+        let name = slot_name(&self.arena, slot);
+        let hash = hash.unwrap_or_else(|| hash_name(name));
+        Some(EntryRef {
+            id: EntryId(id),
+            name,
+            status: slot.status(),
+            range: self.count.range_of_hash(hash),
+            deadline: self.expiry.deadline(id),
+        })
+    }
+
+    /// The entry for `name`, if any. O(L).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("ns-a", Status::Active, None).unwrap();
+    /// assert_eq!(index.get("ns-a").unwrap().status, Status::Active);
+    /// assert!(index.get("ns-b").is_none());
+    /// ```
+    pub fn get(&self, name: &str) -> Option<EntryRef<'_>> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let hash = hash_name(name);
+        match self.find(hash, name) {
+            Probe::Found { id, .. } => self.view_hashed(id, Some(hash)),
+            Probe::Vacant { .. } => None,
+        }
+    }
+
+    /// The entry with this id, if it is live. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let id = index.upsert("ns-a", Status::Locked, None).unwrap();
+    /// assert_eq!(index.entry(id).unwrap().status, Status::Locked);
+    /// ```
+    pub fn entry(&self, id: EntryId) -> Option<EntryRef<'_>> {
+        self.view(id.0)
+    }
+
+    /// Sets the status of a live entry; returns whether it was live. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let id = index.upsert("ns-a", Status::Locked, None).unwrap();
+    /// assert!(index.set_status(id, Status::Active));
+    /// assert_eq!(index.get("ns-a").unwrap().status, Status::Active);
+    /// ```
+    pub fn set_status(&mut self, id: EntryId, status: Status) -> bool {
+        match self.slots.get(id.0) {
+            Some(mut slot) if !slot.is_free() => {
+                slot.meta = (slot.meta & LEN_MASK) | (status.bits() << 6);
+                self.slots.set(id.0, slot);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Schedules, reschedules (`Some`) or cancels (`None`) the deadline of a live entry;
+    /// returns whether it was live. O(log n).
+    ///
+    /// ```
+    /// use shard::{Deadline, NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let id = index.upsert("ns-a", Status::Locked, None).unwrap();
+    /// assert!(index.set_deadline(id, Some(Deadline::MAX)));
+    /// assert_eq!(index.entry(id).unwrap().deadline, Some(Deadline::MAX));
+    /// ```
+    pub fn set_deadline(&mut self, id: EntryId, deadline: Option<Deadline>) -> bool {
+        if self.view(id.0).is_none() {
+            return false;
+        }
+        match deadline {
+            Some(d) => {
+                self.expiry.schedule(id.0, d);
+            }
+            None => {
+                self.expiry.cancel(id.0);
+            }
+        }
+        true
+    }
+
+    /// Removes `name`'s entry, cancelling its deadline. O(L) + O(log n), amortized.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("ns-a", Status::Locked, None).unwrap();
+    /// assert_eq!(index.remove("ns-a").unwrap().status, Status::Locked);
+    /// assert!(index.remove("ns-a").is_none());
+    /// ```
+    pub fn remove(&mut self, name: &str) -> Option<Removed> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return None;
+        }
+        self.remove_hashed(name, hash_name(name))
+    }
+
+    /// Removes every name of `names` that is present; returns how many were. The same as
+    /// [`NamespaceIndex::remove`] for each, but faster on long lists (a relist, a range
+    /// handover): it hashes a group of 16 names and reads their table buckets before
+    /// removing them, so the cache misses of a group overlap instead of queueing.
+    /// O(L) + O(log n) per name, amortized.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// for name in ["a", "b", "c"] {
+    ///     index.upsert(name, Status::Active, None).unwrap();
+    /// }
+    /// assert_eq!(index.remove_many(["a", "c", "zz"]), 2);
+    /// assert_eq!(index.iter().map(|e| e.name).collect::<Vec<_>>(), ["b"]);
+    /// ```
+    pub fn remove_many<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) -> usize {
+        let mut removed = 0;
+        let mut group: [(&str, u64); GROUP] = [("", 0); GROUP];
+        let mut names = names.into_iter();
+        loop {
+            let mut len = 0;
+            let mut sink = 0u32;
+            for name in names.by_ref().take(GROUP) {
+                let hash = hash_name(name);
+                sink ^= self.table.touch(hash);
+                group[len] = (name, hash);
+                len += 1;
+            }
+            std::hint::black_box(sink);
+            for &(name, hash) in &group[..len] {
+                if !name.is_empty() && name.len() <= MAX_NAME_LEN {
+                    removed += usize::from(self.remove_hashed(name, hash).is_some());
+                }
+            }
+            if len < GROUP {
+                return removed;
+            }
+        }
+    }
+
+    fn remove_hashed(&mut self, name: &str, hash: u64) -> Option<Removed> {
+        match self.find(hash, name) {
+            Probe::Found { bucket, id } => {
+                self.table.erase(bucket);
+                let removed = self.free_slot(id);
+                self.after_removals();
+                Some(removed)
+            }
+            Probe::Vacant { .. } => None,
+        }
+    }
+
+    /// Removes the entry with this id, if live. O(L) + O(log n), amortized.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let id = index.upsert("ns-a", Status::Active, None).unwrap();
+    /// assert!(index.remove_id(id).is_some());
+    /// assert!(index.is_empty());
+    /// ```
+    pub fn remove_id(&mut self, id: EntryId) -> Option<Removed> {
+        let slot = self.slots.get(id.0)?;
+        if slot.is_free() {
+            return None;
+        }
+        self.erase_from_table(id.0, slot);
+        let removed = self.free_slot(id.0);
+        self.after_removals();
+        Some(removed)
+    }
+
+    fn erase_from_table(&mut self, id: u32, slot: Slot) {
+        let hash = hash_name(slot_name(&self.arena, slot));
+        if let Some(bucket) = self.table.bucket_of(hash, id) {
+            self.table.erase(bucket);
+        }
+    }
+
+    /// Frees a slot already erased from the table.
+    fn free_slot(&mut self, id: u32) -> Removed {
+        let slot = self.slots.at(id);
+        let deadline = self.expiry.cancel(id);
+        self.garbage += slot.len();
+        if self.holes.is_empty() {
+            self.holes = vec![Vec::new(); MAX_NAME_LEN + 1];
+        }
+        self.holes[slot.len()].push(slot.off);
+        self.slots.set(
+            id,
+            Slot {
+                off: self.free_head,
+                meta: 0,
+            },
+        );
+        self.free_head = id;
+        self.live -= 1;
+        Removed {
+            status: slot.status(),
+            deadline,
+        }
+    }
+
+    fn after_removals(&mut self) {
+        // A compaction costs O(S + live bytes): wait for at least that much garbage (over
+        // the live bytes and two bytes per slot) so it is amortized O(1).
+        let live_bytes = self.arena.used() - self.garbage;
+        if self.garbage > MIN_GARBAGE_TO_COMPACT
+            && self.garbage > live_bytes
+            && self.garbage > 2 * self.slots.len()
+        {
+            self.compact_arena();
+        }
+        if self.table.is_sparse() {
+            self.rebuild_table(Table::tidy_capacity(self.live as usize));
+        }
+    }
+
+    /// Copies the live names into a fresh arena. O(S + live bytes).
+    fn compact_arena(&mut self) {
+        let mut arena = NameArena::default();
+        for id in 0..self.slots.len() as u32 {
+            let mut slot = self.slots.at(id);
+            if !slot.is_free() {
+                // The fresh arena holds less than the old one: it cannot be full.
+                slot.off = arena.push(slot_name(&self.arena, slot)).unwrap_or(NO_SLOT);
+                self.slots.set(id, slot);
+            }
+        }
+        self.arena = arena;
+        self.garbage = 0;
+        self.holes = Vec::new();
+    }
+
+    /// Removes every entry of hash range `range` (handover), cancelling their deadlines;
+    /// returns how many. O(S × L): one pass over the slots, hashing each name.
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(2).unwrap());
+    /// for i in 0..100 {
+    ///     index.upsert(&format!("ns-{i}"), Status::Active, None).unwrap();
+    /// }
+    /// let in_zero = index.iter_range(0).count();
+    /// assert_eq!(index.remove_range(0), in_zero);
+    /// assert_eq!(index.len(), 100 - in_zero);
+    /// assert!(index.iter().all(|e| e.range == 1));
+    /// ```
+    pub fn remove_range(&mut self, range: u32) -> usize {
+        self.remove_where(|r| r == range)
+    }
+
+    /// Removes every entry whose range is in `ranges` (e.g. all ranges no longer owned);
+    /// returns how many. O(S × L).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, RangeSet, Status};
+    /// let count = RangeCount::new(8).unwrap();
+    /// let mut index = NamespaceIndex::new(count);
+    /// for i in 0..100 {
+    ///     index.upsert(&format!("ns-{i}"), Status::Active, None).unwrap();
+    /// }
+    /// let kept = RangeSet::parse("0-3", count).unwrap();
+    /// let dropped = RangeSet::full(count).difference(&kept).unwrap();
+    /// index.remove_ranges(&dropped);
+    /// assert!(index.iter().all(|e| kept.contains(e.range)));
+    /// ```
+    pub fn remove_ranges(&mut self, ranges: &RangeSet) -> usize {
+        self.remove_where(|r| ranges.contains(r))
+    }
+
+    fn remove_where(&mut self, doomed: impl Fn(u32) -> bool) -> usize {
+        let mut removed = 0;
+        for id in 0..self.slots.len() as u32 {
+            let slot = self.slots.at(id);
+            if slot.is_free() {
+                continue;
+            }
+            let hash = hash_name(slot_name(&self.arena, slot));
+            if doomed(self.count.range_of_hash(hash)) {
+                if let Some(bucket) = self.table.bucket_of(hash, id) {
+                    self.table.erase(bucket);
+                }
+                self.free_slot(id);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.after_removals();
+        }
+        removed
+    }
+
+    /// All entries, in slot order. O(S × L) for a full pass (each name is hashed for its
+    /// range).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("a", Status::Active, None).unwrap();
+    /// index.upsert("b", Status::Locked, None).unwrap();
+    /// let mut names: Vec<&str> = index.iter().map(|e| e.name).collect();
+    /// names.sort();
+    /// assert_eq!(names, ["a", "b"]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        (0..self.slots.len() as u32).filter_map(|id| self.view(id))
+    }
+
+    /// The entries of one range. O(S × L) for a full pass (each name is hashed).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let count = RangeCount::new(16).unwrap();
+    /// let mut index = NamespaceIndex::new(count);
+    /// index.upsert("ns-a", Status::Active, None).unwrap();
+    /// let r = count.range_of("ns-a");
+    /// assert_eq!(index.iter_range(r).map(|e| e.name).collect::<Vec<_>>(), ["ns-a"]);
+    /// ```
+    pub fn iter_range(&self, range: u32) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        self.iter().filter(move |e| e.range == range)
+    }
+
+    /// The earliest pending deadline: when the caller's timer should fire next. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount};
+    /// assert_eq!(NamespaceIndex::new(RangeCount::new(4).unwrap()).next_deadline(), None);
+    /// ```
+    pub fn next_deadline(&self) -> Option<Deadline> {
+        self.expiry.peek().map(|(_, d)| d)
+    }
+
+    /// Number of entries with a pending deadline. O(1).
+    ///
+    /// ```
+    /// use shard::{Deadline, NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("a", Status::Locked, Some(Deadline::MAX)).unwrap();
+    /// assert_eq!(index.scheduled(), 1);
+    /// ```
+    pub fn scheduled(&self) -> usize {
+        self.expiry.len()
+    }
+
+    /// Pops the earliest entry whose deadline is due at `now` (Unix seconds): the deadline
+    /// is no longer pending, the entry stays (its `deadline` field shows the one that fell
+    /// due). O(log n).
+    ///
+    /// ```
+    /// use shard::{Deadline, NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let d = Deadline::from_unix_secs(50).unwrap();
+    /// index.upsert("a", Status::Locked, Some(d)).unwrap();
+    /// assert!(index.pop_due(49).is_none());
+    /// let due = index.pop_due(50).unwrap();
+    /// assert_eq!((due.name, due.deadline), ("a", Some(d)));
+    /// assert_eq!(index.get("a").unwrap().deadline, None);
+    /// ```
+    pub fn pop_due(&mut self, now: i64) -> Option<EntryRef<'_>> {
+        let (id, deadline) = self.expiry.pop_due(now)?;
+        let mut entry = self.view(id)?;
+        entry.deadline = Some(deadline);
+        Some(entry)
+    }
+
+    /// Pops everything due at `now`, earliest first (ties in id order), lazily: what the
+    /// iterator has not yielded when dropped stays pending. O(log n) per item.
+    ///
+    /// ```
+    /// use shard::{Deadline, NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// for (name, at) in [("a", 30), ("b", 10), ("c", 99)] {
+    ///     index.upsert(name, Status::Locked, Some(Deadline::from_unix_secs(at).unwrap())).unwrap();
+    /// }
+    /// let due: Vec<&str> = index.drain_due(50).map(|e| e.name).collect();
+    /// assert_eq!(due, ["b", "a"]);
+    /// ```
+    pub fn drain_due(&mut self, now: i64) -> DrainDue<'_> {
+        DrainDue {
+            expiry: &mut self.expiry,
+            slots: &self.slots,
+            arena: &self.arena,
+            count: self.count,
+            now,
+        }
+    }
+
+    /// Removes every entry; keeps the allocated memory. O(S).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("a", Status::Active, None).unwrap();
+    /// index.clear();
+    /// assert!(index.is_empty() && index.get("a").is_none());
+    /// ```
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.garbage = 0;
+        self.holes = Vec::new();
+        self.slots.clear();
+        self.free_head = NO_SLOT;
+        self.live = 0;
+        self.table.clear();
+        self.expiry.clear();
+    }
+
+    /// Bytes of heap memory held (allocated capacities of arena, slots, table and expiry
+    /// queue): the figure for a memory gauge. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount};
+    /// assert_eq!(NamespaceIndex::new(RangeCount::new(4).unwrap()).memory_bytes(), 0);
+    /// ```
+    pub fn memory_bytes(&self) -> usize {
+        self.memory().total()
+    }
+
+    /// Memory held, part by part, for gauges and for tuning. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// index.upsert("ns-a", Status::Active, None).unwrap();
+    /// let m = index.memory();
+    /// assert!(m.arena >= 4 && m.garbage == 0);
+    /// assert_eq!(m.total(), index.memory_bytes());
+    /// ```
+    pub fn memory(&self) -> MemoryUsage {
+        MemoryUsage {
+            arena: self.arena.memory_bytes()
+                + self.holes.capacity() * size_of::<Vec<u32>>()
+                + self.holes.iter().map(|h| h.capacity() * 4).sum::<usize>(),
+            garbage: self.garbage,
+            slots: self.slots.memory_bytes(),
+            table: self.table.memory_bytes(),
+            expiry: self.expiry.memory_bytes(),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), IndexError> {
+    match name.len() {
+        0 => Err(IndexError::EmptyName),
+        len if len > MAX_NAME_LEN => Err(IndexError::NameTooLong { len }),
+        _ => Ok(()),
+    }
+}
+
+#[inline]
+fn slot_name(arena: &NameArena, slot: Slot) -> &str {
+    arena.get(slot.off, slot.len())
+}
+
+/// Iterator of [`NamespaceIndex::drain_due`].
+#[derive(Debug)]
+pub struct DrainDue<'a> {
+    expiry: &'a mut ExpiryQueue,
+    slots: &'a Slots,
+    arena: &'a NameArena,
+    count: RangeCount,
+    now: i64,
+}
+
+impl<'a> Iterator for DrainDue<'a> {
+    type Item = EntryRef<'a>;
+
+    fn next(&mut self) -> Option<EntryRef<'a>> {
+        loop {
+            let (id, deadline) = self.expiry.pop_due(self.now)?;
+            // Every scheduled id is a live slot (removal cancels); skip defensively.
+            let Some(slot) = self.slots.get(id) else {
+                continue;
+            };
+            if slot.is_free() {
+                continue;
+            }
+            let name = slot_name(self.arena, slot);
+            return Some(EntryRef {
+                id: EntryId(id),
+                name,
+                status: slot.status(),
+                range: self.count.range_of(name),
+                deadline: Some(deadline),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct ModelEntry {
+        status: Status,
+        deadline: Option<u32>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert(usize, Status, Option<u32>),
+        Remove(usize),
+        RemoveId(usize),
+        RemoveMany(Vec<usize>),
+        UpsertMany(Vec<(usize, Status, Option<u32>)>),
+        SetStatus(usize, Status),
+        SetDeadline(usize, Option<u32>),
+        RemoveRange(u32),
+        PopDue(u32),
+        Get(usize),
+    }
+
+    fn status() -> impl Strategy<Value = Status> {
+        prop_oneof![
+            Just(Status::Unknown),
+            Just(Status::Active),
+            Just(Status::Locked)
+        ]
+    }
+
+    fn op(keys: usize, ranges: u32) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..keys, status(), proptest::option::of(0u32..50)).prop_map(|(k, s, d)| Op::Upsert(k, s, d)),
+            3 => (0..keys).prop_map(Op::Remove),
+            1 => (0..keys).prop_map(Op::RemoveId),
+            1 => proptest::collection::vec(0..keys, 0..40).prop_map(Op::RemoveMany),
+            1 => proptest::collection::vec((0..keys, status(), proptest::option::of(0u32..50)), 0..40)
+                .prop_map(Op::UpsertMany),
+            1 => (0..keys, status()).prop_map(|(k, s)| Op::SetStatus(k, s)),
+            2 => (0..keys, proptest::option::of(0u32..50)).prop_map(|(k, d)| Op::SetDeadline(k, d)),
+            1 => (0..ranges).prop_map(Op::RemoveRange),
+            1 => (0u32..50).prop_map(Op::PopDue),
+            2 => (0..keys).prop_map(Op::Get),
+        ]
+    }
+
+    /// Key space: a few names of all lengths, several in the same range (R = 2).
+    fn key_names() -> Vec<String> {
+        let mut names: Vec<String> = (0..24).map(|i| format!("ns-{i}")).collect();
+        names.push("a".into());
+        names.push("x".repeat(63));
+        names.push("y".repeat(62));
+        names.push("ü-ns".into()); // not a valid label, but the index must not care
+        names
+    }
+
+    fn check(
+        index: &NamespaceIndex,
+        model: &HashMap<String, ModelEntry>,
+        names: &[String],
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(index.len(), model.len());
+        for name in names {
+            let got = index.get(name).map(|e| ModelEntry {
+                status: e.status,
+                deadline: e.deadline.map(|d| d.as_unix_secs() as u32),
+            });
+            prop_assert_eq!(got.as_ref(), model.get(name), "{}", name);
+            if let Some(e) = index.get(name) {
+                prop_assert_eq!(e.name, name.as_str());
+                prop_assert_eq!(e.range, index.range_count().range_of(name));
+                prop_assert_eq!(index.entry(e.id), Some(e));
+            }
+        }
+        let mut listed: Vec<&str> = index.iter().map(|e| e.name).collect();
+        listed.sort_unstable();
+        let mut expected: Vec<&str> = model.keys().map(String::as_str).collect();
+        expected.sort_unstable();
+        prop_assert_eq!(listed, expected);
+        prop_assert_eq!(
+            index.scheduled(),
+            model.values().filter(|e| e.deadline.is_some()).count()
+        );
+        Ok(())
+    }
+
+    fn run(ops: Vec<Op>, ranges: u32) -> Result<(), TestCaseError> {
+        let names = key_names();
+        let count = RangeCount::new(ranges).unwrap();
+        let mut index = NamespaceIndex::new(count);
+        let mut model: HashMap<String, ModelEntry> = HashMap::new();
+        let at = |d: u32| Deadline::from_unix_secs(i64::from(d)).unwrap();
+        for op in ops {
+            match op {
+                Op::Upsert(k, s, d) => {
+                    let id = index.upsert(&names[k], s, d.map(at)).unwrap();
+                    prop_assert_eq!(index.entry(id).map(|e| e.name), Some(names[k].as_str()));
+                    model.insert(
+                        names[k].clone(),
+                        ModelEntry {
+                            status: s,
+                            deadline: d,
+                        },
+                    );
+                }
+                Op::Remove(k) => {
+                    let got = index.remove(&names[k]).map(|r| ModelEntry {
+                        status: r.status,
+                        deadline: r.deadline.map(|d| d.as_unix_secs() as u32),
+                    });
+                    prop_assert_eq!(got, model.remove(&names[k]));
+                }
+                Op::RemoveId(k) => {
+                    if let Some(id) = index.get(&names[k]).map(|e| e.id) {
+                        prop_assert!(index.remove_id(id).is_some());
+                        prop_assert!(index.remove_id(id).is_none());
+                        model.remove(&names[k]);
+                    }
+                }
+                Op::RemoveMany(ks) => {
+                    let mut expected = 0;
+                    for k in &ks {
+                        expected += usize::from(model.remove(&names[*k]).is_some());
+                    }
+                    prop_assert_eq!(
+                        index.remove_many(ks.iter().map(|k| names[*k].as_str())),
+                        expected
+                    );
+                }
+                Op::UpsertMany(items) => {
+                    let n = index.upsert_many(
+                        items
+                            .iter()
+                            .map(|&(k, s, d)| (names[k].as_str(), s, d.map(at))),
+                    );
+                    prop_assert_eq!(n, Ok(items.len()));
+                    for (k, s, d) in items {
+                        model.insert(
+                            names[k].clone(),
+                            ModelEntry {
+                                status: s,
+                                deadline: d,
+                            },
+                        );
+                    }
+                }
+                Op::SetStatus(k, s) => {
+                    let id = index.get(&names[k]).map(|e| e.id);
+                    if let (Some(id), Some(m)) = (id, model.get_mut(&names[k])) {
+                        prop_assert!(index.set_status(id, s));
+                        m.status = s;
+                    } else {
+                        prop_assert!(id.is_none());
+                    }
+                }
+                Op::SetDeadline(k, d) => {
+                    let id = index.get(&names[k]).map(|e| e.id);
+                    if let (Some(id), Some(m)) = (id, model.get_mut(&names[k])) {
+                        prop_assert!(index.set_deadline(id, d.map(at)));
+                        m.deadline = d;
+                    } else {
+                        prop_assert!(id.is_none());
+                    }
+                }
+                Op::RemoveRange(r) => {
+                    let before = model.len();
+                    model.retain(|name, _| count.range_of(name) != r);
+                    prop_assert_eq!(index.remove_range(r), before - model.len());
+                }
+                Op::PopDue(now) => {
+                    let got: Vec<(String, u32)> = index
+                        .drain_due(i64::from(now))
+                        .map(|e| (e.name.to_owned(), e.deadline.unwrap().as_unix_secs() as u32))
+                        .collect();
+                    let mut want: Vec<(String, u32)> = model
+                        .iter()
+                        .filter_map(|(n, e)| {
+                            e.deadline.filter(|&d| d <= now).map(|d| (n.clone(), d))
+                        })
+                        .collect();
+                    want.sort_by_key(|w| w.1);
+                    // Equal deadlines pop in id order, which the model does not know:
+                    // compare deadlines in order, and names as sets.
+                    prop_assert_eq!(
+                        got.iter().map(|g| g.1).collect::<Vec<_>>(),
+                        want.iter().map(|w| w.1).collect::<Vec<_>>()
+                    );
+                    let mut g: Vec<&String> = got.iter().map(|g| &g.0).collect();
+                    let mut w: Vec<&String> = want.iter().map(|w| &w.0).collect();
+                    g.sort();
+                    w.sort();
+                    prop_assert_eq!(g, w);
+                    for (n, _) in &want {
+                        if let Some(m) = model.get_mut(n) {
+                            m.deadline = None;
+                        }
+                    }
+                }
+                Op::Get(k) => {
+                    prop_assert_eq!(
+                        index.get(&names[k]).is_some(),
+                        model.contains_key(&names[k])
+                    );
+                }
+            }
+            check(&index, &model, &names)?;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        // 2000 + 1000 random sequences of up to 120 operations each, full check after
+        // every operation.
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn matches_a_hashmap_model(ops in proptest::collection::vec(op(28, 2), 0..120)) {
+            run(ops, 2)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn matches_a_hashmap_model_many_ranges(ops in proptest::collection::vec(op(28, 65536), 0..120)) {
+            run(ops, 65536)?;
+        }
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+        assert_eq!(
+            index.upsert("", Status::Active, None),
+            Err(IndexError::EmptyName)
+        );
+        let long = "z".repeat(64);
+        assert_eq!(
+            index.upsert(&long, Status::Active, None),
+            Err(IndexError::NameTooLong { len: 64 })
+        );
+        assert!(index.get(&long).is_none());
+        assert!(index.remove(&long).is_none());
+        assert!(index.is_empty());
+        assert!(index.upsert(&long[..63], Status::Active, None).is_ok());
+        let items = [
+            ("ok", Status::Active, None),
+            ("", Status::Active, None),
+            ("later", Status::Active, None),
+        ];
+        assert_eq!(index.upsert_many(items), Err(IndexError::EmptyName));
+        assert!(index.get("ok").is_some() && index.get("later").is_none());
+    }
+
+    /// Many names, growth and shrinkage, removals that trigger arena compaction and
+    /// table rebuilds: everything stays findable and names stay whole.
+    #[test]
+    fn many_names_through_growth_and_compaction() {
+        let count = RangeCount::new(256).unwrap();
+        let mut index = NamespaceIndex::new(count);
+        let name = |i: u32| format!("namespace-with-a-long-name-{i:08}-{}", i % 7);
+        for i in 0..50_000 {
+            index
+                .upsert(&name(i), Status::Locked, Some(Deadline::MAX))
+                .unwrap();
+        }
+        assert_eq!(index.len(), 50_000);
+        for i in (0..50_000).filter(|i| i % 3 != 0) {
+            assert!(index.remove(&name(i)).is_some());
+        }
+        for i in 0..50_000 {
+            let e = index.get(&name(i));
+            assert_eq!(e.is_some(), i % 3 == 0, "{i}");
+            if let Some(e) = e {
+                assert_eq!(e.name, name(i));
+                assert_eq!(e.deadline, Some(Deadline::MAX));
+            }
+        }
+        assert!(index.arena.used() < 2 * 16_667 * 40, "arena compacted");
+        for r in 0..128 {
+            index.remove_range(r);
+        }
+        assert!(index.iter().all(|e| e.range >= 128));
+        assert_eq!(index.scheduled(), index.len());
+        for i in 50_000..60_000 {
+            index.upsert(&name(i), Status::Active, None).unwrap();
+        }
+        for i in 50_000..60_000 {
+            assert_eq!(index.get(&name(i)).unwrap().status, Status::Active);
+        }
+    }
+
+    #[test]
+    fn with_capacity_does_not_reallocate() {
+        let count = RangeCount::new(256).unwrap();
+        let mut index = NamespaceIndex::with_capacity(count, 1000);
+        let before = index.memory();
+        for i in 0..1000 {
+            index
+                .upsert(&format!("ns-{i:016}"), Status::Active, None)
+                .unwrap();
+        }
+        let after = index.memory();
+        assert_eq!((after.slots, after.table), (before.slots, before.table));
+    }
+}
