@@ -108,6 +108,14 @@ pub const FLAG_PROTECTED: &str = "protected-by-flag";
 
 /// Starts (once) the controller binary with `args` added to the test defaults.
 pub fn controller_with(args: &'static [&'static str]) -> &'static Controller {
+    controller_as(args, None)
+}
+
+/// Like [`controller_with`], with the controller's own kubeconfig (e.g. a ServiceAccount token).
+pub fn controller_as(
+    args: &'static [&'static str],
+    kubeconfig: Option<std::path::PathBuf>,
+) -> &'static Controller {
     static CONTROLLER: std::sync::OnceLock<Controller> = std::sync::OnceLock::new();
     CONTROLLER.get_or_init(|| {
         let cp = control_plane();
@@ -141,18 +149,21 @@ pub fn controller_with(args: &'static [&'static str]) -> &'static Controller {
         let log =
             std::env::temp_dir().join(format!("block-controller-test-{}.log", std::process::id()));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_block-controller"));
-        cmd.env("KUBECONFIG", cp.kubeconfig())
-            .env("RUST_LOG", "info,block_controller=debug,kube=warn")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("POD_NAME")
-            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
-            .arg(format!("--health-probe-bind-address=127.0.0.1:{health}"))
-            .arg(format!("--controller-namespace={CONTROLLER_NAMESPACE}"))
-            .arg(format!("--protected-namespaces={FLAG_PROTECTED}"))
-            .arg("--identity=block-controller-test")
-            .arg("--kube-api-qps=500")
-            .arg("--kube-api-burst=1000")
-            .args(args);
+        cmd.env(
+            "KUBECONFIG",
+            kubeconfig.as_deref().unwrap_or(cp.kubeconfig()),
+        )
+        .env("RUST_LOG", "info,block_controller=debug,kube=warn")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("POD_NAME")
+        .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
+        .arg(format!("--health-probe-bind-address=127.0.0.1:{health}"))
+        .arg(format!("--controller-namespace={CONTROLLER_NAMESPACE}"))
+        .arg(format!("--protected-namespaces={FLAG_PROTECTED}"))
+        .arg("--identity=block-controller-test")
+        .arg("--kube-api-qps=500")
+        .arg("--kube-api-burst=1000")
+        .args(args);
         let mut child = local_control_plane::spawn_tied(cmd, &log).expect("spawn block-controller");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
