@@ -113,7 +113,19 @@ impl Engine {
                 }
                 all
             };
-            s.index.remove_ranges(&gone)
+            let dropped = s.index.remove_ranges(&gone);
+            // Warning keys are entry ids, which dropped entries free for reuse: rebuild them
+            // from the entries that stay (a handover is rare; O(n log n) is fine here).
+            let Shard {
+                index, warnings, ..
+            } = &mut *s;
+            warnings.clear();
+            for e in index.iter() {
+                if let Some(at) = e.deadline.and_then(|d| self.warning_at(d)) {
+                    warnings.schedule(e.id.index(), at);
+                }
+            }
+            dropped
         };
         let filter = EventFilter::new(owned);
         let unqueued = self.queue.retain(|n| filter.contains(n));
@@ -251,6 +263,13 @@ impl Engine {
         }
     }
 
+    /// When to warn about `deadline` (`--expiry-warning` before it), if that is still ahead.
+    fn warning_at(&self, deadline: Deadline) -> Option<Deadline> {
+        let lead = self.ctx.cfg.expiry_warning?;
+        let at = deadline.as_unix_secs() - lead.as_secs() as i64;
+        (at > now_secs()).then(|| Deadline::saturating_from_unix_secs(at))
+    }
+
     /// Records status and deadline in the index and (re)schedules the expiry warning.
     fn record(&self, name: &str, status: Status, deadline: Option<i64>) {
         let deadline = deadline.map(Deadline::saturating_from_unix_secs);
@@ -261,16 +280,11 @@ impl Engine {
             match s.index.upsert(name, status, deadline) {
                 Ok(id) => {
                     let key = id.index();
-                    match (deadline, self.ctx.cfg.expiry_warning) {
-                        (Some(d), Some(lead))
-                            if d.as_unix_secs() - lead.as_secs() as i64 > now_secs() =>
-                        {
-                            let at = Deadline::saturating_from_unix_secs(
-                                d.as_unix_secs() - lead.as_secs() as i64,
-                            );
+                    match deadline.and_then(|d| self.warning_at(d)) {
+                        Some(at) => {
                             s.warnings.schedule(key, at);
                         }
-                        _ => {
+                        None => {
                             s.warnings.cancel(key);
                         }
                     }
@@ -339,12 +353,7 @@ impl Engine {
                 let ids: Vec<u32> = s.warnings.drain_due(now).map(|(k, _)| k).collect();
                 let warn_due: Vec<String> = ids
                     .into_iter()
-                    .filter_map(|k| {
-                        s.index
-                            .iter()
-                            .find(|e| e.id.index() == k)
-                            .map(|e| e.name.to_string())
-                    })
+                    .filter_map(|k| s.index.entry_at(k).map(|e| e.name.to_string()))
                     .collect();
                 (due, warn_due)
             };

@@ -642,6 +642,19 @@ impl NamespaceIndex {
         self.view(id.0)
     }
 
+    /// The live entry in slot `index` (an [`EntryId::index`] kept in a side table), if any. O(1).
+    ///
+    /// ```
+    /// use shard::{NamespaceIndex, RangeCount, Status};
+    /// let mut index = NamespaceIndex::new(RangeCount::new(4).unwrap());
+    /// let id = index.upsert("ns-a", Status::Locked, None).unwrap();
+    /// assert_eq!(index.entry_at(id.index()).unwrap().name, "ns-a");
+    /// assert!(index.entry_at(99).is_none());
+    /// ```
+    pub fn entry_at(&self, index: u32) -> Option<EntryRef<'_>> {
+        self.view(index)
+    }
+
     /// Sets the status of a live entry; returns whether it was live. O(1).
     ///
     /// ```
