@@ -93,6 +93,23 @@ pub struct Flags {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
+    /// Hash ranges of namespace names, fixed per installation (every replica must agree).
+    #[arg(long, default_value_t = 256)]
+    pub ranges: u32,
+
+    /// A replica whose member Lease goes unrenewed this long (by the observer's clock) is gone:
+    /// its ranges are taken over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// A replica that cannot renew its Lease for this long stops all work at once.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+
+    /// Lease renew interval.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: Duration,
+
     /// Also set `requests.storage: 0` in the lock quota.
     #[arg(long, default_value_t = false)]
     pub quota_requests_storage: bool,
@@ -146,6 +163,14 @@ pub struct Config {
     pub identity: String,
     /// Add `requests.storage` to the quota.
     pub quota_requests_storage: bool,
+    /// Hash ranges.
+    pub ranges: shard::RangeCount,
+    /// Lease timing.
+    pub lease_duration: Duration,
+    /// Renew deadline.
+    pub renew_deadline: Duration,
+    /// Renew interval.
+    pub retry_period: Duration,
     /// Workload list page size.
     pub list_page_size: u32,
 }
@@ -245,6 +270,23 @@ impl Config {
                 "must be shorter than --lock-duration",
             ));
         }
+        let ranges = shard::RangeCount::new(f.ranges)
+            .map_err(|e| invalid("ranges", f.ranges.to_string(), &e.to_string()))?;
+        if !(f.retry_period < f.renew_deadline && f.renew_deadline < f.lease_duration) {
+            return Err(invalid(
+                "renew-deadline",
+                format!("{:?}", f.renew_deadline),
+                "needs --retry-period < --renew-deadline < --lease-duration",
+            ));
+        }
+        // A request sent just before the renew deadline must land before anyone may take over.
+        if f.renew_deadline + f.api_timeout >= f.lease_duration {
+            return Err(invalid(
+                "api-timeout",
+                format!("{:?}", f.api_timeout),
+                "must be below --lease-duration minus --renew-deadline",
+            ));
+        }
         let mut protected: BTreeSet<String> =
             ALWAYS_PROTECTED.iter().map(|s| s.to_string()).collect();
         protected.insert(f.controller_namespace.clone());
@@ -289,6 +331,10 @@ impl Config {
             controller_namespace: f.controller_namespace,
             identity,
             quota_requests_storage: f.quota_requests_storage,
+            ranges,
+            lease_duration: f.lease_duration,
+            renew_deadline: f.renew_deadline,
+            retry_period: f.retry_period,
             list_page_size: f.list_page_size,
         })
     }
@@ -395,6 +441,10 @@ mod tests {
             &["--expiry-warning=200h"],
             &["--metrics-bind-address=nonsense"],
             &["--expire-action=explode"],
+            &["--ranges=0"],
+            &["--ranges=70000"],
+            &["--renew-deadline=20s"],
+            &["--api-timeout=6s"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }

@@ -53,6 +53,8 @@ pub struct Engine {
     /// resourceVersion of each lock's last write, kept until the watch shows it: a view older
     /// than it is from between our own writes and needs no new pass.
     recent_locks: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+    /// Asks the watch to list again (ranges were gained: their namespaces must be indexed).
+    relist: Arc<Notify>,
 }
 
 /// Most entries in `recent_locks`; past it the map is cleared (costing at worst a redundant,
@@ -83,6 +85,7 @@ impl Engine {
             timer: Arc::new(Notify::new()),
             synced: Arc::new(AtomicBool::new(false)),
             recent_locks: Arc::default(),
+            relist: Arc::new(Notify::new()),
         }
     }
 
@@ -98,6 +101,40 @@ impl Engine {
     /// Whether `name` falls in an owned range.
     pub fn owns(&self, name: &str) -> bool {
         self.shard().filter.contains(name)
+    }
+
+    /// The ranges owned now.
+    pub fn owned(&self) -> RangeSet {
+        self.shard().filter.ranges().clone()
+    }
+
+    /// Adds ranges (acquired): their namespaces are listed again and indexed.
+    pub fn gain(&self, ranges: &RangeSet) {
+        let mut owned = self.owned();
+        for r in ranges.iter() {
+            owned.insert(r);
+        }
+        self.set_owned(&owned);
+        self.synced.store(false, Ordering::Relaxed);
+        self.relist.notify_one();
+    }
+
+    /// Removes ranges (draining or lost): intake stops at once; queued work is dropped.
+    pub fn shed(&self, ranges: &RangeSet) {
+        let mut owned = self.owned();
+        for r in ranges.iter() {
+            owned.remove(r);
+        }
+        self.set_owned(&owned);
+    }
+
+    /// Whether a worker is still busy with a namespace of `ranges`.
+    pub fn busy_in(&self, ranges: &RangeSet) -> bool {
+        let count = self.shard().index.range_count();
+        self.queue
+            .active_names()
+            .iter()
+            .any(|n| ranges.contains(shard::range_of(n, count)))
     }
 
     /// Changes the owned ranges: entries and queued work of ranges given away are dropped at once
@@ -160,10 +197,30 @@ impl Engine {
         let cfg = watcher::Config::default()
             .labels(STATUS_LABEL)
             .page_size(500);
-        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        let mut stream = watcher::watcher(api.clone(), cfg.clone())
+            .default_backoff()
+            .boxed();
         let mut seen: Option<HashSet<String>> = None;
         loop {
-            match stream.try_next().await {
+            let next = tokio::select! {
+                next = stream.try_next() => next,
+                _ = self.relist.notified() => {
+                    // Gained ranges: list everything again (the filter now admits them). Claims
+                    // land one by one; wait for a quiet second (at most 5 s) so a start-up or a
+                    // takeover costs one relist, not one per range.
+                    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+                    loop {
+                        tokio::select! {
+                            _ = self.relist.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                            _ = tokio::time::sleep_until(until) => break,
+                        }
+                    }
+                    stream = watcher::watcher(api.clone(), cfg.clone()).default_backoff().boxed();
+                    continue;
+                }
+            };
+            match next {
                 Ok(Some(event)) => match event {
                     Event::Init => seen = Some(HashSet::new()),
                     Event::InitApply(obj) => {

@@ -10,6 +10,7 @@
 //! - [`engine`]: watch → queue → workers, the index and the expiry timer;
 //! - [`blockrequest`]: BlockRequest intake;
 //! - [`events`], [`metrics`], [`http`]: what operators see;
+//! - [`sharding`]: the kube driver of the Lease protocol (ranges gained, drained, lost; leadership);
 //! - [`run`]: the wiring.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -25,4 +26,5 @@ pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod run;
+pub mod sharding;
 pub mod state;

@@ -211,6 +211,11 @@ impl WorkQueue {
         before - s.queued.len()
     }
 
+    /// Names a worker holds right now.
+    pub fn active_names(&self) -> Vec<String> {
+        self.lock().active.keys().cloned().collect()
+    }
+
     /// Names queued or being worked on.
     pub fn len(&self) -> usize {
         let s = self.lock();

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use shard::{RangeCount, RangeSet};
-use tracing::info;
+use shard::RangeSet;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::context::{Context, Kinds};
@@ -45,9 +45,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         kinds: Arc::new(kinds),
     };
-    // Single replica until the sharding runtime hands ranges out: every range is ours.
-    let ranges = RangeCount::new(256).context("range count")?;
-    let engine = Engine::new(ctx.clone(), ranges, &RangeSet::full(ranges));
+    // No ranges until the Lease protocol hands them out (a single replica claims them all).
+    let engine = Engine::new(ctx.clone(), cfg.ranges, &RangeSet::new(cfg.ranges));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let timing = crate::sharding::Timing {
+        lease_duration: cfg.lease_duration,
+        renew_deadline: cfg.renew_deadline,
+        retry_period: cfg.retry_period,
+    };
+    let mut sharding = tokio::spawn(crate::sharding::run(
+        ctx.clone(),
+        engine.clone(),
+        timing,
+        cfg.ranges,
+        stop_rx,
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = cfg.metrics_addr {
@@ -66,29 +78,45 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             addr,
             Arc::new(move |path: &str| match path {
                 "/healthz" => (200, "ok\n".into()),
-                "/readyz" if e.is_synced() => (200, "ok\n".into()),
-                "/readyz" => (503, "initial list not done\n".into()),
+                // Ready once it owns ranges and has listed their namespaces. (More replicas than
+                // ranges would leave some never ready: keep replicas ≤ --ranges.)
+                "/readyz" if e.is_synced() && !e.owned().is_empty() => (200, "ok\n".into()),
+                "/readyz" => (
+                    503,
+                    "no ranges claimed yet, or their initial list is not done\n".into(),
+                ),
                 _ => (404, "not found\n".into()),
             }),
         ));
     }
     tasks.spawn(engine.run());
-    let brctx = ctx.clone();
-    tasks.spawn(async move {
-        crate::blockrequest::run(brctx).await;
-        anyhow::bail!("blockrequest controller ended")
-    });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
-        _ = term.recv() => info!("terminated; stopping"),
+        _ = tokio::signal::ctrl_c() => info!("interrupted; handing ranges over"),
+        _ = term.recv() => info!("terminated; handing ranges over"),
+        r = &mut sharding => {
+            return match r {
+                Ok(Err(e)) => Err(e.context("lease protocol")),
+                Ok(Ok(())) => anyhow::bail!("the lease protocol stopped"),
+                Err(e) => anyhow::bail!("lease task failed: {e}"),
+            };
+        }
         r = tasks.join_next() => {
             match r {
                 Some(Ok(Err(e))) => return Err(e),
                 Some(Err(e)) => anyhow::bail!("task failed: {e}"),
                 _ => anyhow::bail!("a task ended unexpectedly"),
             }
+        }
+    }
+    // Graceful handover: stop intake, finish in flight, release every range, then exit. Bounded,
+    // so a vanished API server cannot hold the pod past its grace period.
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(cfg.lease_duration, &mut sharding).await {
+        Ok(_) => info!("handed over"),
+        Err(_) => {
+            warn!("handover did not finish in time; the others take over after a lease duration")
         }
     }
     Ok(())
