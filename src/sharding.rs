@@ -61,10 +61,7 @@ fn record_of(lease: &Lease) -> LeaseRecord {
     if let Some(spec) = &lease.spec {
         r.holder = spec.holder_identity.clone();
         r.lease_duration_secs = spec.lease_duration_seconds;
-        r.renew_time_micros = spec
-            .renew_time
-            .as_ref()
-            .map(|t| t.0.as_microsecond());
+        r.renew_time_micros = spec.renew_time.as_ref().map(|t| t.0.as_microsecond());
     }
     r.leaving = lease
         .metadata
