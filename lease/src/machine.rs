@@ -257,6 +257,25 @@ enum Pending {
 
 /// The sans-I/O protocol machine of one member: fed observations, write results and time;
 /// emits writes, events and its next deadline. See the [crate docs](crate).
+///
+/// Method groups, in the order a driver uses them:
+///
+/// * inputs: [`handle_list`](Machine::handle_list) (first, and after every relist),
+///   [`handle_observed`](Machine::handle_observed) / [`handle_deleted`](Machine::handle_deleted)
+///   (watch events), [`handle_write_result`](Machine::handle_write_result),
+///   [`handle_drained`](Machine::handle_drained), [`handle_timeout`](Machine::handle_timeout),
+///   [`set_leaving`](Machine::set_leaving), [`shutdown`](Machine::shutdown);
+/// * outputs, after every input: [`poll_request`](Machine::poll_request) and
+///   [`poll_event`](Machine::poll_event) until `None`, then
+///   [`poll_timeout`](Machine::poll_timeout);
+/// * queries, any time: [`owned`](Machine::owned), [`work_deadline`](Machine::work_deadline),
+///   [`is_leader`](Machine::is_leader), [`leader_deadline`](Machine::leader_deadline),
+///   [`is_member`](Machine::is_member).
+///
+/// Every input takes `now` from the member's monotonic clock; a `now` earlier than one seen
+/// before is treated as that one. Inputs cost O(1) for a renewal observed on another
+/// member's lease, and otherwise one planning step: O(R + N log N) when the assignment's
+/// inputs changed, O(R) otherwise.
 #[derive(Debug)]
 pub struct Machine {
     config: Config,
@@ -674,8 +693,9 @@ impl Machine {
                 // Observations never take a range away from us: while our member chain is
                 // unbroken nobody else can have written it, so a contradicting observation
                 // is an old one (the watch lags behind our own writes' results).
+                let before = self.current_owner(r).map(str::to_owned);
                 let change = self.slots[r as usize].obs.observe(now, record);
-                if change == Change::Changed {
+                if before.as_deref() != self.current_owner(r) {
                     self.current_gen += 1;
                 }
                 change != Change::Same
@@ -887,9 +907,22 @@ impl Machine {
         self.work_deadline().is_some_and(|d| now < d)
     }
 
+    /// The current owner of range `r` as the assignment sees it.
+    fn current_owner(&self, r: u32) -> Option<&str> {
+        let slot = &self.slots[r as usize];
+        match slot.local {
+            Local::Owned => Some(self.config.identity.as_str()),
+            Local::Draining | Local::Drained | Local::Releasing => None,
+            Local::Idle | Local::Claiming { .. } => slot.obs.holder().map(identity_of),
+        }
+    }
+
     fn set_local(&mut self, r: u32, local: Local) {
-        self.current_gen += 1;
+        let before = self.current_owner(r).map(str::to_owned);
         self.slots[r as usize].local = local;
+        if before.as_deref() != self.current_owner(r) {
+            self.current_gen += 1;
+        }
         if matches!(local, Local::Owned | Local::Draining) {
             self.held.insert(r);
         } else {
@@ -1315,14 +1348,8 @@ impl Machine {
     }
 
     fn compute_assignment(&self, members: &[&str]) -> RangeSet {
-        let current: Vec<Option<&str>> = self
-            .slots
-            .iter()
-            .map(|s| match s.local {
-                Local::Owned => Some(self.config.identity.as_str()),
-                Local::Draining | Local::Drained | Local::Releasing => None,
-                Local::Idle | Local::Claiming { .. } => s.obs.holder().map(identity_of),
-            })
+        let current: Vec<Option<&str>> = (0..self.config.ranges.get())
+            .map(|r| self.current_owner(r))
             .collect();
         match Assignment::with_current(self.config.ranges, members, &current) {
             Ok(a) => a.ranges_of(&self.config.identity),
