@@ -34,6 +34,11 @@ struct Inner {
     expiry_scheduled: IntGauge,
     problems: IntCounterVec,
     watch_events: IntCounterVec,
+    ranges: IntGauge,
+    lease_writes: IntCounterVec,
+    range_events: IntCounterVec,
+    handover_latency: prometheus::Histogram,
+    leader: IntGauge,
 }
 
 /// Verb and resource of one API request, read off its method and path.
@@ -193,6 +198,35 @@ impl Metrics {
             ),
             &["outcome"],
         ));
+        let ranges = must(IntGauge::new(
+            "ranges",
+            "Hash ranges of the installation (--ranges); unowned = max(ranges) - sum(owned_ranges)",
+        ));
+        let lease_writes = must(IntCounterVec::new(
+            Opts::new(
+                "lease_writes_total",
+                "Lease writes by lease kind (member, range, leader) and outcome",
+            ),
+            &["lease", "outcome"],
+        ));
+        let range_events = must(IntCounterVec::new(
+            Opts::new(
+                "range_events_total",
+                "Ranges acquired, draining (handover started), released or lost (renew deadline passed)",
+            ),
+            &["event"],
+        ));
+        let handover_latency = must(prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "handover_duration_seconds",
+                "From a handover's start (stop intake) to its ranges being drained",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+        ));
+        let leader = must(IntGauge::new(
+            "leader",
+            "1 while this replica holds the leader lease (singleton duties)",
+        ));
         let build_info = must(prometheus::IntGaugeVec::new(
             Opts::new("build_info", "Build information"),
             &["version"],
@@ -216,6 +250,11 @@ impl Metrics {
             Box::new(expiry_scheduled.clone()),
             Box::new(problems.clone()),
             Box::new(watch_events.clone()),
+            Box::new(ranges.clone()),
+            Box::new(lease_writes.clone()),
+            Box::new(range_events.clone()),
+            Box::new(handover_latency.clone()),
+            Box::new(leader.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(c));
@@ -242,6 +281,11 @@ impl Metrics {
                 expiry_scheduled,
                 problems,
                 watch_events,
+                ranges,
+                lease_writes,
+                range_events,
+                handover_latency,
+                leader,
             }),
         }
     }
@@ -298,6 +342,38 @@ impl Metrics {
     /// Ranges owned now.
     pub fn set_owned_ranges(&self, n: usize) {
         self.inner.owned_ranges.set(n as i64);
+    }
+
+    /// The installation's range count.
+    pub fn set_ranges(&self, n: u32) {
+        self.inner.ranges.set(i64::from(n));
+    }
+
+    /// A Lease write finished: `lease` is `member`, `range` or `leader`; `outcome` is `ok`,
+    /// `conflict`, `exists`, `not_found` or `error`.
+    pub fn lease_write(&self, lease: &str, outcome: &str) {
+        self.inner
+            .lease_writes
+            .with_label_values(&[lease, outcome])
+            .inc();
+    }
+
+    /// `n` ranges went through `event` (`acquired`, `draining`, `released`, `lost`).
+    pub fn range_event(&self, event: &str, n: usize) {
+        self.inner
+            .range_events
+            .with_label_values(&[event])
+            .inc_by(n as u64);
+    }
+
+    /// A handover finished draining after `took`.
+    pub fn handover(&self, took: Duration) {
+        self.inner.handover_latency.observe(took.as_secs_f64());
+    }
+
+    /// Leader status changed.
+    pub fn set_leader(&self, leader: bool) {
+        self.inner.leader.set(i64::from(leader));
     }
 
     /// An expiry reached an outcome (`deleted`, `skipped`, `reported`, `error`, `warned`).

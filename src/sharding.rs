@@ -21,7 +21,8 @@ use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use lease::{
-    Event, LeaseRecord, Machine, Request, RequestId, WriteOutcome, LEAVING_ANNOTATION, PREFIX_LABEL,
+    Event, LeaseKind, LeaseRecord, Machine, Request, RequestId, WriteOutcome, LEAVING_ANNOTATION,
+    PREFIX_LABEL,
 };
 use serde_json::json;
 use shard::RangeSet;
@@ -145,7 +146,8 @@ pub async fn run(
         .boxed();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<(RequestId, WriteOutcome)>();
     let mut initial: Option<Vec<LeaseRecord>> = None;
-    let mut draining: Vec<RangeSet> = Vec::new();
+    let mut draining: Vec<(RangeSet, std::time::Instant)> = Vec::new();
+    ctx.metrics.set_ranges(ranges.get());
     let mut duties: Option<tokio::task::JoinHandle<()>> = None;
     let mut stopping = false;
 
@@ -155,6 +157,15 @@ pub async fn run(
             let raw = raw.clone();
             let tx = results_tx.clone();
             let ns = ns.clone();
+            let lease_name = match &req {
+                Request::Create { lease, .. } | Request::Update { lease, .. } => &lease.name,
+            };
+            let kind = match machine.config().lease_kind(lease_name) {
+                Some(LeaseKind::Member(_)) => "member",
+                Some(LeaseKind::Range(_)) => "range",
+                Some(LeaseKind::Leader) | None => "leader",
+            };
+            let metrics = ctx.metrics.clone();
             tokio::spawn(async move {
                 let (id, result) = match req {
                     Request::Create { id, lease } => {
@@ -179,32 +190,51 @@ pub async fn run(
                         )
                     }
                 };
-                let _ = tx.send((id, outcome_of(result)));
+                let outcome = outcome_of(result);
+                metrics.lease_write(
+                    kind,
+                    match &outcome {
+                        WriteOutcome::Ok(_) => "ok",
+                        WriteOutcome::Conflict => "conflict",
+                        WriteOutcome::AlreadyExists => "exists",
+                        WriteOutcome::NotFound => "not_found",
+                        WriteOutcome::Failed => "error",
+                    },
+                );
+                let _ = tx.send((id, outcome));
             });
         }
         while let Some(ev) = machine.poll_event() {
             match ev {
                 Event::Acquired(r) => {
                     info!(ranges = %r, "acquired");
+                    ctx.metrics.range_event("acquired", r.len() as usize);
                     engine.gain(&r);
                 }
                 Event::Draining(r) => {
                     info!(ranges = %r, "draining");
+                    ctx.metrics.range_event("draining", r.len() as usize);
                     engine.shed(&r);
-                    draining.push(r);
+                    draining.push((r, std::time::Instant::now()));
                 }
-                Event::Released(r) => info!(ranges = %r, "released"),
+                Event::Released(r) => {
+                    info!(ranges = %r, "released");
+                    ctx.metrics.range_event("released", r.len() as usize);
+                }
                 Event::Lost(r) => {
                     warn!(ranges = %r, "lost: stopping all work on them");
+                    ctx.metrics.range_event("lost", r.len() as usize);
                     engine.shed(&r);
                 }
                 Event::LeaderChanged(true) => {
                     info!("leader: starting singleton duties");
+                    ctx.metrics.set_leader(true);
                     let c = ctx.clone();
                     duties = Some(tokio::spawn(crate::blockrequest::run(c)));
                 }
                 Event::LeaderChanged(false) => {
                     info!("no longer leader");
+                    ctx.metrics.set_leader(false);
                     if let Some(d) = duties.take() {
                         d.abort();
                     }
@@ -219,10 +249,11 @@ pub async fn run(
             }
         }
         // Draining ranges are handed back once no worker holds one of their namespaces.
-        draining.retain(|r| {
+        draining.retain(|(r, since)| {
             if engine.busy_in(r) {
                 true
             } else {
+                ctx.metrics.handover(since.elapsed());
                 machine.handle_drained(now(), r);
                 false
             }
