@@ -185,6 +185,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // `call` runs in the caller's task: a reconcile's worker sees its own requests.
+        let _ = API_CALLS.try_with(|c| c.set(c.get() + 1));
         let mut inner = self.inner.clone();
         let layer = self.layer.clone();
         Box::pin(async move {
@@ -227,6 +229,22 @@ where
             result
         })
     }
+}
+
+tokio::task_local! {
+    /// API requests made by the current task, when it counts them: a worker runs each
+    /// reconcile inside [`count_calls`] so its span can say how many calls it cost.
+    static API_CALLS: std::cell::Cell<u32>;
+}
+
+/// Runs `f`, returning its output and the API requests it made (in this task).
+pub async fn count_calls<F: Future>(f: F) -> (F::Output, u32) {
+    API_CALLS
+        .scope(std::cell::Cell::new(0), async move {
+            let out = f.await;
+            (out, API_CALLS.with(|c| c.get()))
+        })
+        .await
 }
 
 #[cfg(test)]

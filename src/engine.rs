@@ -444,8 +444,18 @@ impl Engine {
 
     async fn worker(&self, _id: usize) {
         while let Some(item) = self.queue.next().await {
-            let span = info_span!("reconcile", namespace = %item.name, action = tracing::field::Empty, outcome = tracing::field::Empty);
-            let retry = self.process(&item).instrument(span).await;
+            let range = shard::range_of(&item.name, self.shard().index.range_count());
+            let span = info_span!(
+                "reconcile",
+                namespace = %item.name,
+                range,
+                action = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                api_calls = tracing::field::Empty,
+            );
+            let (retry, calls) =
+                crate::client::count_calls(self.process(&item).instrument(span.clone())).await;
+            span.record("api_calls", calls);
             self.queue.done(&item, retry);
         }
     }
