@@ -34,25 +34,56 @@ pub async fn build(
 
 /// Builds the controller's client from an explicit configuration.
 pub fn from_config(
-    mut config: kube::Config,
+    config: kube::Config,
     user_agent: &str,
     qps: f64,
     burst: u32,
     timeout: Duration,
     metrics: Option<Metrics>,
 ) -> anyhow::Result<kube::Client> {
-    let agent = http::HeaderValue::from_str(user_agent).map_err(|e| {
-        anyhow::anyhow!("user agent {user_agent:?} is not a valid header value: {e}")
-    })?;
-    config.headers.push((http::header::USER_AGENT, agent));
-    let default_ns = config.default_namespace.clone();
     let layer = GuardLayer {
         bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst))),
         timeout,
         metrics,
     };
+    with_layer(config, user_agent, &layer)
+}
+
+/// Two clients sharing one token bucket (so `--kube-api-qps` bounds the whole process): the
+/// second sends `<user_agent> leader`, which tells the leader's singleton duties (BlockRequests
+/// labelling namespaces of any range) apart from range work in the API server's audit log.
+pub async fn build_with_leader(
+    user_agent: &str,
+    qps: f64,
+    burst: u32,
+    timeout: Duration,
+    metrics: Option<Metrics>,
+) -> anyhow::Result<(kube::Client, kube::Client)> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}")
+    })?;
+    let layer = GuardLayer {
+        bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst))),
+        timeout,
+        metrics,
+    };
+    let main = with_layer(config.clone(), user_agent, &layer)?;
+    let leader = with_layer(config, &format!("{user_agent} leader"), &layer)?;
+    Ok((main, leader))
+}
+
+fn with_layer(
+    mut config: kube::Config,
+    user_agent: &str,
+    layer: &GuardLayer,
+) -> anyhow::Result<kube::Client> {
+    let agent = http::HeaderValue::from_str(user_agent).map_err(|e| {
+        anyhow::anyhow!("user agent {user_agent:?} is not a valid header value: {e}")
+    })?;
+    config.headers.push((http::header::USER_AGENT, agent));
+    let default_ns = config.default_namespace.clone();
     Ok(ClientBuilder::new(base_service(&config)?, default_ns)
-        .with_layer(&layer)
+        .with_layer(layer)
         .build())
 }
 

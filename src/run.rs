@@ -21,7 +21,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         cfg.identity
     );
-    let client = crate::client::build(
+    let (client, leader_client) = crate::client::build_with_leader(
         &agent,
         cfg.kube_api_qps,
         cfg.kube_api_burst,
@@ -45,6 +45,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         kinds: Arc::new(kinds),
     };
+    // Singleton duties write with their own User-Agent (same token bucket).
+    let leader_ctx = Context {
+        events: Recorder::new(
+            leader_client.clone(),
+            &cfg.identity,
+            &cfg.controller_namespace,
+        ),
+        client: leader_client,
+        ..ctx.clone()
+    };
     // No ranges until the Lease protocol hands them out (a single replica claims them all).
     let engine = Engine::new(ctx.clone(), cfg.ranges, &RangeSet::new(cfg.ranges));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -55,6 +65,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let mut sharding = tokio::spawn(crate::sharding::run(
         ctx.clone(),
+        leader_ctx,
         engine.clone(),
         timing,
         cfg.ranges,

@@ -114,6 +114,7 @@ fn outcome_of(result: Result<DynamicObject, kube::Error>) -> WriteOutcome {
 /// Runs the protocol until `shutdown` fires and the machine has released everything.
 pub async fn run(
     ctx: Context,
+    leader_ctx: Context,
     engine: Engine,
     timing: Timing,
     ranges: shard::RangeCount,
@@ -229,7 +230,7 @@ pub async fn run(
                 Event::LeaderChanged(true) => {
                     info!("leader: starting singleton duties");
                     ctx.metrics.set_leader(true);
-                    let c = ctx.clone();
+                    let c = leader_ctx.clone();
                     duties = Some(tokio::spawn(crate::blockrequest::run(c)));
                 }
                 Event::LeaderChanged(false) => {

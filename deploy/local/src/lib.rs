@@ -27,6 +27,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
+
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -437,6 +439,7 @@ impl Running {
         write(
             &dir.join("audit-policy.yaml"),
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n\
+             - level: Request\n  verbs: [\"create\", \"update\", \"patch\", \"delete\"]\n  resources: [{group: \"coordination.k8s.io\", resources: [\"leases\"]}]\n\
              - level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n\
              - level: None\n",
         )?;
