@@ -93,6 +93,13 @@ pub struct Flags {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
+    /// The StatefulSet this replica belongs to (in the controller's namespace). On SIGTERM a
+    /// replica whose ordinal is at or above its replica count is being scaled away and hands
+    /// its ranges over at once; otherwise it is restarting and the others keep its ranges for
+    /// its next incarnation (one lease duration). Unset: every shutdown hands over at once.
+    #[arg(long, env = "STATEFULSET_NAME")]
+    pub statefulset_name: Option<String>,
+
     /// Hash ranges of namespace names, fixed per installation (every replica must agree).
     #[arg(long, default_value_t = 256)]
     pub ranges: u32,
@@ -161,6 +168,8 @@ pub struct Config {
     pub controller_namespace: String,
     /// Replica identity.
     pub identity: String,
+    /// The replica's StatefulSet, when it runs in one.
+    pub statefulset_name: Option<String>,
     /// Add `requests.storage` to the quota.
     pub quota_requests_storage: bool,
     /// Hash ranges.
@@ -330,6 +339,7 @@ impl Config {
             protected,
             controller_namespace: f.controller_namespace,
             identity,
+            statefulset_name: f.statefulset_name.filter(|s| !s.is_empty()),
             quota_requests_storage: f.quota_requests_storage,
             ranges,
             lease_duration: f.lease_duration,

@@ -3,7 +3,8 @@
 //! per namespace only the compact [`shard::NamespaceIndex`] entry of an owned range.
 //!
 //! ```text
-//!   watch (label clawcloud.run/status exists, metadata only, paginated, bookmarks)
+//!   watches (metadata only, paginated, bookmarks; see crate::bucket):
+//!     bucket in (owned buckets)  +  status label, no bucket yet
 //!     │  EventFilter: owned range?            ┌──────────── timer (next deadline) ──┐
 //!     ▼                                       ▼                                     │
 //!   decide(view) ──(work)──► WorkQueue ──► workers (≤ --max-concurrent-reconciles)  │
@@ -28,7 +29,7 @@ use shard::{Deadline, EventFilter, ExpiryQueue, NamespaceIndex, RangeCount, Rang
 use tokio::sync::Notify;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::api::STATUS_LABEL;
+use crate::bucket;
 use crate::context::Context;
 use crate::flows::{self, FlowError, Outcome};
 use crate::queue::{backoff, Item, Work, WorkQueue};
@@ -55,7 +56,14 @@ pub struct Engine {
     recent_locks: Arc<Mutex<std::collections::HashMap<String, u64>>>,
     /// Asks the watch to list again (ranges were gained: their namespaces must be indexed).
     relist: Arc<Notify>,
+    /// Namespaces our flows are bucketing: their leaving the unbucketed watch is expected.
+    bucketing: Arc<Mutex<HashSet<String>>>,
 }
+
+type WatchStream = futures::stream::BoxStream<
+    'static,
+    Result<Event<PartialObjectMeta<Namespace>>, watcher::Error>,
+>;
 
 /// Most entries in `recent_locks`; past it the map is cleared (costing at worst a redundant,
 /// idempotent pass), so it cannot grow without bound if watch events are lost.
@@ -86,7 +94,15 @@ impl Engine {
             synced: Arc::new(AtomicBool::new(false)),
             recent_locks: Arc::default(),
             relist: Arc::new(Notify::new()),
+            bucketing: Arc::default(),
         }
+    }
+
+    fn lock_set<'a>(
+        &self,
+        set: &'a Mutex<HashSet<String>>,
+    ) -> std::sync::MutexGuard<'a, HashSet<String>> {
+        set.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn shard(&self) -> std::sync::MutexGuard<'_, Shard> {
@@ -190,24 +206,40 @@ impl Engine {
         anyhow::bail!("an engine task ended unexpectedly")
     }
 
-    async fn watch_loop(&self) {
+    /// The two namespace watches (see [`crate::bucket`]): the owned buckets, and namespaces not
+    /// bucketed yet. Metadata only: labels and annotations are all we read. Exact, paginated
+    /// initial lists (bounded memory at 100k); bookmarks keep the resourceVersion fresh.
+    fn watches(&self) -> [WatchStream; 2] {
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(self.ctx.client.clone());
-        // Metadata only: labels and annotations are all we read. Exact, paginated initial lists
-        // (bounded memory at 100k); bookmarks keep the resourceVersion fresh; 410 Gone relists.
-        let cfg = watcher::Config::default()
-            .labels(STATUS_LABEL)
-            .page_size(500);
-        let mut stream = watcher::watcher(api.clone(), cfg.clone())
-            .default_backoff()
-            .boxed();
-        let mut seen: Option<HashSet<String>> = None;
+        let owned = self.owned();
+        let count = self.shard().index.range_count();
+        let selectors = [
+            bucket::owned_selector(&owned, count),
+            bucket::unbucketed_selector(),
+        ];
+        debug!(owned = %selectors[0], "watching");
+        selectors.map(|sel| {
+            let cfg = watcher::Config::default().labels(&sel).page_size(500);
+            watcher::watcher(api.clone(), cfg).default_backoff().boxed()
+        })
+    }
+
+    async fn watch_loop(&self) {
+        // Both watches always list together: `after_relist` needs the union of their lists. A
+        // watch that lists again on its own (410 Gone, a broken connection) restarts both.
+        let mut streams = self.watches();
+        // Which watch completed its current list. An Init before that is a retry of the list.
+        let mut listed = [false, false];
+        let mut seen: HashSet<String> = HashSet::new();
         loop {
-            let next = tokio::select! {
-                next = stream.try_next() => next,
+            let [owned_watch, unbucketed_watch] = &mut streams;
+            let (which, next) = tokio::select! {
+                next = owned_watch.try_next() => (0, next),
+                next = unbucketed_watch.try_next() => (1, next),
                 _ = self.relist.notified() => {
-                    // Gained ranges: list everything again (the filter now admits them). Claims
-                    // land one by one; wait for a quiet second (at most 5 s) so a start-up or a
-                    // takeover costs one relist, not one per range.
+                    // Gained ranges: list again (the filter now admits them, the bucket selector
+                    // covers them). Claims land one by one; wait for a quiet second (at most 5 s)
+                    // so a start-up or a takeover costs one relist, not one per range.
                     let until = tokio::time::Instant::now() + Duration::from_secs(5);
                     loop {
                         tokio::select! {
@@ -216,50 +248,70 @@ impl Engine {
                             _ = tokio::time::sleep_until(until) => break,
                         }
                     }
-                    stream = watcher::watcher(api.clone(), cfg.clone()).default_backoff().boxed();
+                    streams = self.watches();
+                    (listed, seen) = ([false, false], HashSet::new());
                     continue;
                 }
             };
             match next {
                 Ok(Some(event)) => match event {
-                    Event::Init => seen = Some(HashSet::new()),
+                    Event::Init => {
+                        if listed[which] {
+                            debug!(which, "one watch lists again: restarting both");
+                            streams = self.watches();
+                            (listed, seen) = ([false, false], HashSet::new());
+                            continue;
+                        }
+                    }
                     Event::InitApply(obj) => {
                         let view = NamespaceView::from_meta(&obj.metadata);
-                        if let Some(seen) = seen.as_mut() {
-                            seen.insert(view.name.clone());
-                        }
+                        seen.insert(view.name.clone());
                         self.on_view(view).await;
                     }
                     Event::InitDone => {
-                        if let Some(seen) = seen.take() {
+                        listed[which] = true;
+                        if listed == [true, true] {
                             self.after_relist(&seen).await;
-                        }
-                        if !self.synced.swap(true, Ordering::Relaxed) {
-                            info!("initial namespace list done");
+                            seen = HashSet::new();
+                            if !self.synced.swap(true, Ordering::Relaxed) {
+                                info!("initial namespace list done");
+                            }
                         }
                     }
                     Event::Apply(obj) => {
                         self.on_view(NamespaceView::from_meta(&obj.metadata)).await
                     }
                     Event::Delete(obj) => {
-                        // Left the selector: deleted, or the label was removed. Re-read to tell.
                         let name = obj.metadata.name.unwrap_or_default();
-                        if self.owns(&name) {
-                            self.ctx.metrics.watch_event("owned");
-                            self.queue.add(&name, Work::Check).await;
-                        } else {
-                            self.ctx.metrics.watch_event("foreign");
-                        }
+                        self.on_gone(&name, which == 1).await;
                     }
                 },
                 Ok(None) => {
                     warn!("namespace watch ended; restarting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    streams = self.watches();
+                    (listed, seen) = ([false, false], HashSet::new());
                 }
                 // default_backoff already waits between failures; log and carry on.
                 Err(e) => warn!(error = %e, "namespace watch error"),
             }
         }
+    }
+
+    /// A namespace left a watch's selector: deleted, a label removed, or (for the unbucketed
+    /// watch) bucketed by our own write, which the owned-buckets watch delivers anyway.
+    async fn on_gone(&self, name: &str, unbucketed_watch: bool) {
+        if !self.owns(name) {
+            self.ctx.metrics.watch_event("foreign");
+            return;
+        }
+        if unbucketed_watch && self.lock_set(&self.bucketing).remove(name) {
+            self.ctx.metrics.watch_event("skipped");
+            return;
+        }
+        // Re-read to tell.
+        self.ctx.metrics.watch_event("owned");
+        self.queue.add(name, Work::Check).await;
     }
 
     /// Namespaces indexed before a relist but absent from it left the selector while the watch
@@ -524,9 +576,13 @@ impl Engine {
                 if self.lock_already_done(view) {
                     return ("skip", Ok(Outcome::Superseded));
                 }
+                self.expect_bucketing(view);
                 ("lock", flows::lock(&self.ctx, view).await)
             }
-            Decision::Unlock => ("unlock", flows::unlock(&self.ctx, view).await),
+            Decision::Unlock => {
+                self.expect_bucketing(view);
+                ("unlock", flows::unlock(&self.ctx, view).await)
+            }
             Decision::Expire { .. } => ("expire", flows::expire(&self.ctx, &view.name).await),
             Decision::Locked { deadline } => {
                 self.record(&view.name, Status::Locked, deadline);
@@ -536,6 +592,17 @@ impl Engine {
                 self.record(&view.name, Status::from_label(view.label.as_deref()), None);
                 ("record", Ok(Outcome::Superseded))
             }
+        }
+    }
+
+    /// The flow about to run bucket-labels the namespace if it is not yet (see [`crate::bucket`]).
+    fn expect_bucketing(&self, view: &NamespaceView) {
+        if !view.bucketed {
+            let mut set = self.lock_set(&self.bucketing);
+            if set.len() >= RECENT_LOCKS_MAX {
+                set.clear(); // at worst a redundant re-read per namespace
+            }
+            set.insert(view.name.clone());
         }
     }
 

@@ -20,6 +20,7 @@ use crate::api::{
     ORIGINAL_REPLICAS_ANNOTATION, ORIGINAL_SUSPEND_ANNOTATION, QUOTA_NAME,
     UNLOCK_TIMESTAMP_ANNOTATION,
 };
+use crate::bucket::{bucket_value, BUCKET_LABEL};
 use crate::context::Context;
 use crate::events::EventKind;
 use crate::state::{self, NamespaceView, LOCKED_AT_ANNOTATION};
@@ -170,7 +171,11 @@ pub async fn lock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, FlowEr
     futures::future::try_join_all(steps).await?;
 
     // Last: the marker that says nothing is left to do for this lock.
-    let patch = json!({ "metadata": { "annotations": { LOCKED_AT_ANNOTATION: state::format_timestamp(Utc::now()) } } });
+    // It also carries the bucket label (see `crate::bucket`): no extra write.
+    let patch = json!({ "metadata": {
+        "labels": { BUCKET_LABEL: bucket_value(name) },
+        "annotations": { LOCKED_AT_ANNOTATION: state::format_timestamp(Utc::now()) },
+    } });
     let resource_version = match ns_api.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(ns) => ns.metadata.resource_version,
         Err(e) if is_code(&e, 404) => return Ok(Outcome::Superseded),
@@ -252,7 +257,10 @@ pub async fn unlock(ctx: &Context, view: &NamespaceView) -> Result<Outcome, Flow
     }
     // 4. Last: the namespace's annotations.
     let ns_api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ctx.kinds.namespace);
-    let patch = json!({ "metadata": { "annotations": { UNLOCK_TIMESTAMP_ANNOTATION: null, LOCKED_AT_ANNOTATION: null } } });
+    let patch = json!({ "metadata": {
+        "labels": { BUCKET_LABEL: bucket_value(name) },
+        "annotations": { UNLOCK_TIMESTAMP_ANNOTATION: null, LOCKED_AT_ANNOTATION: null },
+    } });
     match ns_api.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(_) => {}
         Err(e) if is_code(&e, 404) => return Ok(Outcome::Superseded),

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod blockrequest;
+pub mod bucket;
 pub mod client;
 pub mod config;
 pub mod context;

@@ -111,6 +111,36 @@ fn outcome_of(result: Result<DynamicObject, kube::Error>) -> WriteOutcome {
     }
 }
 
+/// Whether this shutdown is for good (scale-down), so the others should take our ranges at once
+/// rather than keep them for our next incarnation (a rolling restart). A StatefulSet scales down
+/// by lowering its replica count first, then stopping the highest ordinals.
+async fn leaving_for_good(ctx: &Context) -> bool {
+    let Some(sts) = &ctx.cfg.statefulset_name else {
+        return true;
+    };
+    let ordinal = ctx
+        .cfg
+        .identity
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<i32>().ok());
+    let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(ctx.client.clone(), &ctx.cfg.controller_namespace);
+    match (ordinal, api.get(sts).await) {
+        (Some(ordinal), Ok(set)) => {
+            let replicas = set.spec.and_then(|s| s.replicas).unwrap_or(1);
+            ordinal >= replicas
+        }
+        (None, _) => {
+            warn!(identity = %ctx.cfg.identity, "identity has no ordinal: leaving for good");
+            true
+        }
+        (_, Err(e)) => {
+            warn!(error = %e, statefulset = %sts, "cannot read the StatefulSet: leaving for good");
+            true
+        }
+    }
+}
+
 /// Runs the protocol until `shutdown` fires and the machine has released everything.
 pub async fn run(
     ctx: Context,
@@ -290,8 +320,10 @@ pub async fn run(
             _ = tokio::time::sleep(sleep) => machine.handle_timeout(now()),
             changed = shutdown.changed(), if !stopping => {
                 if changed.is_err() || *shutdown.borrow() {
-                    info!("shutting down: handing ranges over");
+                    let leaving = leaving_for_good(&ctx).await;
+                    info!(leaving, "shutting down: handing ranges over");
                     stopping = true;
+                    machine.set_leaving(now(), leaving);
                     machine.shutdown(now());
                 }
             }

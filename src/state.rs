@@ -41,6 +41,8 @@ pub struct NamespaceView {
     pub lock_duration: Option<String>,
     /// Being deleted already.
     pub terminating: bool,
+    /// Carries the right [`crate::bucket::BUCKET_LABEL`] (so the owned-buckets watch sees it).
+    pub bucketed: bool,
 }
 
 impl NamespaceView {
@@ -60,6 +62,9 @@ impl NamespaceView {
             lock_complete: annotations.contains_key(LOCKED_AT_ANNOTATION),
             lock_duration: annotations.get(LOCK_DURATION_ANNOTATION).cloned(),
             terminating: meta.deletion_timestamp.is_some(),
+            bucketed: meta.name.as_deref().is_some_and(|n| {
+                labels.get(crate::bucket::BUCKET_LABEL) == Some(&crate::bucket::bucket_value(n))
+            }),
         }
     }
 
