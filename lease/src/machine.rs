@@ -903,6 +903,18 @@ impl Machine {
 
     // ----- internals: the step ---------------------------------------------------------
 
+    /// How often held leases are renewed: every retry period, or every other one while this
+    /// member also holds the leader lease, so the leader's two leases cost no more writes than
+    /// one member lease (bounded by half the renew deadline, leaving room for one retry).
+    fn renew_period(&self) -> Duration {
+        let p = self.config.retry_period;
+        if self.leader.chain.is_some() {
+            (p * 2).min(self.config.renew_deadline / 2).max(p)
+        } else {
+            p
+        }
+    }
+
     fn live(&self, now: Instant) -> bool {
         self.work_deadline().is_some_and(|d| now < d)
     }
@@ -1171,7 +1183,7 @@ impl Machine {
                 let due = self
                     .me
                     .last_send
-                    .is_none_or(|t| now >= t + self.config.retry_period);
+                    .is_none_or(|t| now >= t + self.renew_period());
                 if due {
                     let name = self.my_lease.clone();
                     let leaving = self.leaving;
@@ -1241,7 +1253,7 @@ impl Machine {
             let due = self
                 .leader
                 .last_send
-                .is_none_or(|t| now >= t + self.config.retry_period);
+                .is_none_or(|t| now >= t + self.renew_period());
             if due {
                 let name = self.leader_lease.clone();
                 let (record, stamp) =
@@ -1707,7 +1719,7 @@ impl Machine {
                 at(chain.renewed_sent + cfg.lease_duration);
             }
             if let Some(t) = self.me.last_send {
-                at(t + cfg.retry_period);
+                at(t + self.renew_period());
             }
         }
         if let Some(t) = self.settle_until {
@@ -1730,7 +1742,7 @@ impl Machine {
         if let Some(chain) = &self.leader.chain {
             at(chain.renewed_sent + cfg.renew_deadline);
             if let Some(t) = self.leader.last_send {
-                at(t + cfg.retry_period);
+                at(t + self.renew_period());
             }
             if let Some(t) = self.leader_release_at {
                 at(t);

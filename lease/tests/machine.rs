@@ -184,10 +184,11 @@ fn claim_from_empty() {
         .filter(|r| matches!(r, Request::Create { .. }) && r.lease().name.starts_with("bc-range-"))
         .count();
     assert_eq!(creates, R as usize, "one create per range, nothing else");
-    // Work stops 10 s after the last successful renew was sent (the one at 2 s).
+    // Work stops 10 s after the last successful renew was sent: the leader renews every
+    // other retry period, so that is the create at 0 s.
     assert_eq!(
         rig.m.work_deadline(),
-        Some(at(2.0) + Duration::from_secs(10))
+        Some(at(0.0) + Duration::from_secs(10))
     );
 }
 
@@ -211,7 +212,9 @@ fn steady_state_writes_only_renewals() {
         .iter()
         .filter(|r| r.lease().name == "bc-leader")
         .count();
-    assert_eq!((member, leader), (30, 30));
+    // The leader renews both of its leases every other retry period: 30 writes a minute in
+    // all, as many as a member that is not the leader.
+    assert_eq!((member, leader), (15, 15));
     assert_eq!(rig.m.owned(at(62.0)), all());
 }
 
@@ -267,13 +270,13 @@ fn renew_deadline_stops_all_work_and_an_unbroken_chain_resumes() {
             lost_at = Some(t);
         }
     }
-    // The last successful renew was sent at 2.0 (the first one after joining at 0.0 was at
-    // 2.0 too): work stops at 12.0 at the latest.
+    // The last successful renew was the create at 0.0 (a leader renews every other retry
+    // period): work stops at 10.0 at the latest.
     let deadline = rig.m.work_deadline().unwrap();
-    assert!(deadline <= at(12.0), "{deadline:?}");
+    assert!(deadline <= at(10.0), "{deadline:?}");
     assert!(rig.m.owned(deadline).is_empty());
     assert!(!rig.m.is_leader(deadline));
-    assert_eq!(lost_at, Some(12.0));
+    assert_eq!(lost_at, Some(10.0));
     assert!(rig.events.contains(&Event::Lost(all())));
     assert!(rig.events.contains(&Event::LeaderChanged(false)));
     // The API server is back and nobody touched our member lease: the chain goes on and
