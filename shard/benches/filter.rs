@@ -3,6 +3,10 @@
 //! same run. Names come from one packed buffer (see `common::Packed`): a name checked
 //! by the filter has just been decoded from a watch event and is hot in cache.
 //!
+//! Both loops are the same function, [`sum_over`], monomorphized for each per-name
+//! function: the same `black_box` on each name, the same accumulation of a `u64`, so the
+//! only difference is the per-name work (the hash alone, or the hash and the check).
+//!
 //! Seed report (original): 37.4 M checks/s. Target: ≥ 120 M/s, and ≥ 80% of bare xxh3.
 
 mod common;
@@ -17,20 +21,23 @@ use xxhash_rust::xxh3::xxh3_64;
 
 const N: usize = 100_000;
 
-fn bare(names: &[&str]) -> u64 {
+/// The one loop both figures run: `f` on every name (hidden from the optimizer by
+/// `black_box`), results summed so none is dropped.
+#[inline(never)]
+fn sum_over(names: &[&str], f: impl Fn(&str) -> u64) -> u64 {
     let mut acc = 0u64;
     for name in names {
-        acc = acc.wrapping_add(xxh3_64(black_box(name.as_bytes())));
+        acc = acc.wrapping_add(f(black_box(name)));
     }
     acc
 }
 
+fn bare(names: &[&str]) -> u64 {
+    sum_over(names, |name| xxh3_64(name.as_bytes()))
+}
+
 fn filtered(filter: &EventFilter, names: &[&str]) -> u64 {
-    let mut mine = 0u64;
-    for name in names {
-        mine += u64::from(filter.contains(black_box(name)));
-    }
-    mine
+    sum_over(names, |name| u64::from(filter.contains(name)))
 }
 
 fn main() {
