@@ -135,13 +135,20 @@ impl Engine {
         self.relist.notify_one();
     }
 
-    /// Removes ranges (draining or lost): intake stops at once; queued work is dropped.
+    /// Removes ranges (draining or lost): intake stops at once; queued work is dropped. When
+    /// the owned buckets shrink, the watches restart with the narrower selector (one list of
+    /// what stays ours), so the API server stops sending events of the ranges given away.
     pub fn shed(&self, ranges: &RangeSet) {
         let mut owned = self.owned();
+        let count = self.shard().index.range_count();
+        let before = bucket::owned_selector(&owned, count);
         for r in ranges.iter() {
             owned.remove(r);
         }
         self.set_owned(&owned);
+        if bucket::owned_selector(&owned, count) != before {
+            self.relist.notify_one();
+        }
     }
 
     /// Whether a worker is still busy with a namespace of `ranges`.

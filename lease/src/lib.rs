@@ -24,7 +24,7 @@
 //! # Driving it
 //!
 //! ```text
-//!              ┌──────────── driver (kube + tokio; not in this crate) ─────────────┐
+//!              ┌──────── driver (kube + tokio: `driver`, feature `kube`) ───────────┐
 //!  list ──────▶│ handle_list         (initial list, and every relist, whole)       │
 //!  watch ─────▶│ handle_observed / handle_deleted   (one watch, in order)          │
 //!  results ───▶│ handle_write_result (exactly once per request)     ┌──────────┐  │
@@ -87,6 +87,9 @@ mod config;
 mod machine;
 mod record;
 mod time;
+
+#[cfg(feature = "kube")]
+pub mod driver;
 
 pub use config::{Config, ConfigError, MAX_CLOCK_DRIFT_PPM};
 pub use machine::{Event, Machine};
