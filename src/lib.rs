@@ -9,7 +9,7 @@
 //! - [`queue`]: the deduplicating work queue;
 //! - [`engine`]: watch → queue → workers, the index and the expiry timer;
 //! - [`blockrequest`]: BlockRequest intake;
-//! - [`events`], [`metrics`], [`http`]: what operators see;
+//! - [`events`], [`metrics`], [`http`]: what operators see; [`telemetry`]: logs and OTLP export;
 //! - [`sharding`]: the kube driver of the Lease protocol (ranges gained, drained, lost; leadership);
 //! - [`run`]: the wiring.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -29,3 +29,4 @@ pub mod queue;
 pub mod run;
 pub mod sharding;
 pub mod state;
+pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The `block-controller` binary: flags, logging, then [`block_controller::run::run`].
+//! The `block-controller` binary: flags, logging and telemetry, then [`block_controller::run::run`].
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,15 +14,17 @@ fn main() -> anyhow::Result<()> {
     }
     let flags = block_controller::config::Flags::parse();
     let cfg = block_controller::config::Config::from_flags(flags)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(block_controller::run::run(cfg))
+        .context("starting the tokio runtime")?;
+    let telemetry = block_controller::telemetry::init(block_controller::telemetry::Options {
+        identity: &cfg.identity,
+        metrics_addr: cfg.metrics_addr,
+        runtime: runtime.handle().clone(),
+    })?;
+    let result = runtime.block_on(block_controller::run::run(cfg));
+    // The runtime's workers still run: the last exports go out through them.
+    telemetry.shutdown();
+    result
 }
