@@ -36,7 +36,7 @@
 //!
 //! **Transport.** OTLP over HTTP with protobuf bodies (`http/protobuf`, port 4318), posted through
 //! the hyper client and rustls (ring) stack the Kubernetes client already uses: no gRPC, no
-//! second HTTP or TLS stack. The standard variables apply: `OTEL_EXPORTER_OTLP_ENDPOINT` (the
+//! second HTTP or TLS stack; `https://` endpoints are verified against the system's roots. The standard variables apply: `OTEL_EXPORTER_OTLP_ENDPOINT` (the
 //! switch; `/v1/traces` and `/v1/metrics` are appended), `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_METRIC_EXPORT_INTERVAL`;
 //! `OTEL_TRACES_EXPORTER=none` or `OTEL_METRICS_EXPORTER=none` turns one signal off,
@@ -107,7 +107,7 @@ pub fn init(opts: Options<'_>) -> anyhow::Result<Telemetry> {
     let mut notes = Vec::new();
     if enabled {
         let resource = resource(opts.identity);
-        let client = OtlpClient::new(opts.runtime.clone())?;
+        let client = OtlpClient::new(opts.runtime.clone(), OtlpClient::https_configured())?;
         if env("OTEL_EXPORTER_OTLP_PROTOCOL").is_some_and(|p| p != "http/protobuf") {
             notes.push("only OTLP http/protobuf is built in: OTEL_EXPORTER_OTLP_PROTOCOL ignored");
         }
@@ -240,15 +240,23 @@ fn export_interval() -> Duration {
 // ---------------------------------------------------------------------------------------------
 // Transport
 
-type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type HttpConnector = hyper_util::client::legacy::connect::HttpConnector;
+type Pool<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
 
-/// The exporters' HTTP client: the hyper client (http or https, native roots, rustls with
-/// ring) of the kube stack. The SDK calls it from its export threads, outside any runtime; each
+/// The exporters' HTTP client: the hyper client of the kube stack, plain, or with rustls (ring)
+/// and the system's roots when an endpoint is `https://` (the roots are not needed, nor
+/// loaded, otherwise). The SDK calls it from its export threads, outside any runtime; each
 /// request is spawned onto the controller's runtime and awaited from there.
 #[derive(Clone)]
 struct OtlpClient {
-    client: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
+    pool: Transport,
     runtime: tokio::runtime::Handle,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http(Pool<HttpConnector>),
+    Https(Pool<hyper_rustls::HttpsConnector<HttpConnector>>),
 }
 
 impl std::fmt::Debug for OtlpClient {
@@ -258,17 +266,33 @@ impl std::fmt::Debug for OtlpClient {
 }
 
 impl OtlpClient {
-    fn new(runtime: tokio::runtime::Handle) -> anyhow::Result<OtlpClient> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .context("loading the system's root certificates for OTLP over https")?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
-        Ok(OtlpClient { client, runtime })
+    /// Whether a configured endpoint needs TLS.
+    fn https_configured() -> bool {
+        [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        ]
+        .into_iter()
+        .filter_map(env)
+        .any(|e| e.trim_start().to_ascii_lowercase().starts_with("https:"))
+    }
+
+    fn new(runtime: tokio::runtime::Handle, https: bool) -> anyhow::Result<OtlpClient> {
+        let builder =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        let pool = if https {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .context("loading the system's root certificates for OTLP over https")?
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Transport::Https(builder.build(connector))
+        } else {
+            Transport::Http(builder.build(HttpConnector::new()))
+        };
+        Ok(OtlpClient { pool, runtime })
     }
 }
 
@@ -278,12 +302,14 @@ impl opentelemetry_http::HttpClient for OtlpClient {
         &self,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
-        let client = self.client.clone();
+        let pool = self.pool.clone();
         let send = async move {
             let (parts, body) = request.into_parts();
-            let response = client
-                .request(http::Request::from_parts(parts, Full::new(body)))
-                .await?;
+            let request = http::Request::from_parts(parts, Full::new(body));
+            let response = match pool {
+                Transport::Http(c) => c.request(request).await?,
+                Transport::Https(c) => c.request(request).await?,
+            };
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
@@ -700,6 +726,19 @@ mod tests {
         let z = f.iter().find(|f| f.name == "z").expect("z");
         assert_eq!(z.samples[0].value, f64::INFINITY);
         assert!(f.iter().all(|f| f.name != "garbage{"));
+    }
+
+    #[tokio::test]
+    async fn https_transport_loads_the_system_roots() {
+        let handle = tokio::runtime::Handle::current();
+        assert!(matches!(
+            OtlpClient::new(handle.clone(), false).map(|c| c.pool),
+            Ok(Transport::Http(_))
+        ));
+        assert!(matches!(
+            OtlpClient::new(handle, true).map(|c| c.pool),
+            Ok(Transport::Https(_))
+        ));
     }
 
     #[test]

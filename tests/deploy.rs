@@ -354,10 +354,9 @@ fn statefulset_probes_resources_and_grace() {
         "a CPU limit throttles Lease renewals"
     );
     let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
-    assert!(
-        env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
-        "{env:?}"
-    );
+    for var in ["POD_NAME", "POD_NAMESPACE", "STATEFULSET_NAME"] {
+        assert!(env.contains(&var), "{var} missing: {env:?}");
+    }
     // The queue budget matches the memory limit.
     assert!(c.args.iter().flatten().any(|a| a == "--max-memory-mb=256"));
 }
