@@ -35,6 +35,7 @@ struct Inner {
     problems: IntCounterVec,
     watch_events: IntCounterVec,
     ranges: IntGauge,
+    unclaimed: IntGauge,
     lease_writes: IntCounterVec,
     range_events: IntCounterVec,
     handover_latency: prometheus::Histogram,
@@ -202,6 +203,10 @@ impl Metrics {
             "ranges",
             "Hash ranges of the installation (--ranges); unowned = max(ranges) - sum(owned_ranges)",
         ));
+        let unclaimed = must(IntGauge::new(
+            "unclaimed_ranges",
+            "Ranges nobody may work on as this replica sees the Leases (not ours, no live claim)",
+        ));
         let lease_writes = must(IntCounterVec::new(
             Opts::new(
                 "lease_writes_total",
@@ -251,6 +256,7 @@ impl Metrics {
             Box::new(problems.clone()),
             Box::new(watch_events.clone()),
             Box::new(ranges.clone()),
+            Box::new(unclaimed.clone()),
             Box::new(lease_writes.clone()),
             Box::new(range_events.clone()),
             Box::new(handover_latency.clone()),
@@ -282,6 +288,7 @@ impl Metrics {
                 problems,
                 watch_events,
                 ranges,
+                unclaimed,
                 lease_writes,
                 range_events,
                 handover_latency,
@@ -347,6 +354,11 @@ impl Metrics {
     /// The installation's range count.
     pub fn set_ranges(&self, n: u32) {
         self.inner.ranges.set(i64::from(n));
+    }
+
+    /// Ranges with no live claim, as this replica sees them.
+    pub fn set_unclaimed_ranges(&self, n: u32) {
+        self.inner.unclaimed.set(i64::from(n));
     }
 
     /// A Lease write finished: `lease` is `member`, `range` or `leader`; `outcome` is `ok`,

@@ -95,6 +95,10 @@ impl Host for Replica {
     fn owned(&self, owned: &RangeSet) {
         self.ctx.metrics.set_owned_ranges(owned.len() as usize);
     }
+
+    fn unclaimed(&self, ranges: u32) {
+        self.ctx.metrics.set_unclaimed_ranges(ranges);
+    }
 }
 
 /// Whether this shutdown is for good (scale-down), so the others should take our ranges at once

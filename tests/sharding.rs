@@ -384,6 +384,12 @@ async fn replicas_scale_crash_pause_and_hand_over_without_overlap() {
         assert!(status.success(), "{} exited with {status}", r.identity);
     }
     balanced(&[&r0, &r1], "2 replicas balanced").await;
+    for r in [&r0, &r1] {
+        common::eventually(Duration::from_secs(10), "no unclaimed range", || async {
+            (r.try_metric("block_controller_unclaimed_ranges", &[]) == Some(0.0)).then_some(())
+        })
+        .await;
+    }
 
     // Traffic stops; every requested state is reached.
     stop.store(true, Ordering::Relaxed);

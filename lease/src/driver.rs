@@ -49,6 +49,9 @@ pub trait Host {
     fn handover(&self, _took: Duration) {}
     /// The ranges workable now, after every input. For metrics.
     fn owned(&self, _owned: &RangeSet) {}
+    /// Ranges nobody may work on, as this member sees them ([`Machine::unclaimed`]); at most
+    /// once a second. For metrics and alerts.
+    fn unclaimed(&self, _ranges: u32) {}
 }
 
 /// Why [`run`] could not start.
@@ -194,6 +197,7 @@ pub async fn run<H: Host>(
     let mut initial: Option<Vec<LeaseRecord>> = None;
     let mut draining: Vec<(RangeSet, std::time::Instant)> = Vec::new();
     let mut stopping = false;
+    let mut last_unclaimed = origin;
 
     loop {
         // Outputs first: writes, then events.
@@ -244,6 +248,10 @@ pub async fn run<H: Host>(
             }
         });
         host.owned(&machine.owned(now()));
+        if last_unclaimed.elapsed() >= Duration::from_secs(1) {
+            host.unclaimed(machine.unclaimed(now()));
+            last_unclaimed = std::time::Instant::now();
+        }
 
         let sleep = machine
             .poll_timeout()

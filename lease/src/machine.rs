@@ -409,6 +409,31 @@ impl Machine {
         }
     }
 
+    /// Ranges nobody may work on as this member sees it: neither ours, nor claimed by a
+    /// holder whose member lease still names it and was seen renewed within a lease duration.
+    /// Every replica reports it; above zero for long, a range is stuck. O(R + N).
+    pub fn unclaimed(&self, now: Instant) -> u32 {
+        let live: std::collections::HashSet<&str> = self
+            .members
+            .values()
+            .filter_map(|obs| {
+                let record = obs.record.as_ref()?;
+                let holder = record.holder()?;
+                (now < obs.since + self.expiry_of(record)).then_some(holder)
+            })
+            .collect();
+        let mine = self.owned(now);
+        (0..self.config.ranges.get())
+            .filter(|&r| {
+                !mine.contains(r)
+                    && !self.slots[r as usize]
+                        .obs
+                        .holder()
+                        .is_some_and(|h| h != self.holder && live.contains(h))
+            })
+            .count() as u32
+    }
+
     /// The instant at which [`Machine::owned`] becomes empty unless a renew succeeds first:
     /// the send time of the last renew known to have landed plus the renew deadline. `None`
     /// when the member holds no member lease.

@@ -193,6 +193,26 @@ fn claim_from_empty() {
 }
 
 #[test]
+fn unclaimed_counts_ranges_nobody_may_work_on() {
+    let mut rig = Rig::new("m-0", "a1");
+    rig.list(at(0.0));
+    assert_eq!(rig.m.unclaimed(at(1.0)), R, "joined, claims not made yet");
+    rig.timeout(at(2.0));
+    assert_eq!(rig.m.unclaimed(at(2.0)), 0);
+    // The renew deadline passes with the API server unreachable: nothing is workable.
+    let mut t = 2.0;
+    while t < 14.0 {
+        t += 0.5;
+        rig.m.handle_timeout(at(t));
+        for r in rig.requests() {
+            rig.m
+                .handle_write_result(at(t), r.id(), WriteOutcome::Failed);
+        }
+    }
+    assert_eq!(rig.m.unclaimed(at(14.0)), R);
+}
+
+#[test]
 fn steady_state_writes_only_renewals() {
     let mut rig = Rig::joined_alone("m-0");
     for k in 1..=30 {
