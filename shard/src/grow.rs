@@ -111,11 +111,22 @@ impl<T: Copy> SegVec<T> {
     }
 
     /// The elements in order.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.segments().flat_map(|(_, s)| s.iter().copied())
+    }
+
+    /// The elements as slices, one per segment, in order, each with the index of its
+    /// first element: for scans that want a plain loop over each.
+    pub(crate) fn segments(&self) -> impl Iterator<Item = (usize, &[T])> + '_ {
         self.segs
             .iter()
-            .flat_map(|s| s.iter().copied())
-            .take(self.len)
+            .enumerate()
+            .map(|(i, s)| {
+                let start = (i << SEG_BITS).min(self.len);
+                (start, &s[..(self.len - start).min(SEG_LEN)])
+            })
+            .take_while(|(_, s)| !s.is_empty())
     }
 }
 

@@ -1,10 +1,11 @@
 //! The NamespaceIndex: compact state of the namespaces in this replica's ranges.
 //!
 //! ```text
-//!   table (4 B/bucket, 44–88% full)    slots (5 B each)       arena (64 KiB chunks)
-//!   ┌──────────────┐                  ┌─────────────────┐     ┌───────────────────────┐
-//!   │ fp | id + 2  │ ───────────────▶ │ pos │ len|status│ ──▶ │ ns-user-3f9a2cteam-al…│
-//!   └──────────────┘                  └─────────────────┘     └───────────────────────┘
+//!   table (4 B/bucket, 44–88% full)    slots (8 B each)              arena (64 KiB chunks)
+//!   ┌──────────────┐                  ┌──────────────────────────┐   ┌──────────────────────┐
+//!   │ fp | id + 2  │ ───────────────▶ │ pos │ len|status │ link ─┐│──▶│ns-user-3f9a2cteam-al…│
+//!   └──────────────┘                  └──────────────────────────┘   └──────────────────────┘
+//!   range heads (4 B per range) ──▶ first slot of the range ──▶ next slot of the range ─▶ …
 //!                                      expiry queue (12 B per scheduled entry): id → deadline
 //! ```
 //!
@@ -12,24 +13,33 @@
 //!   in a chunked arena: no allocation per name, no truncation, no copying on growth. A
 //!   removed name leaves a hole, remembered in a free list per length, and the next name
 //!   of that length is written into it, so churn (namespaces created and deleted) reuses
-//!   space. Holes nobody reuses are garbage; when it exceeds both the live bytes and two
-//!   bytes per slot, the arena is compacted (live names copied into fresh chunks,
-//!   O(slots + live bytes)), which is amortized O(1) per removal and keeps the arena
-//!   under twice the live bytes.
-//! * **Slots** hold the arena position (4 bytes), the name length and the status (1 byte),
-//!   in two parallel segmented vectors, so no padding is paid and growth copies nothing.
-//!   An [`EntryId`] is a slot number:
-//!   stable while the entry lives, reused after its removal. Free slots form a list, so
-//!   there are never more slots than the most entries held at once. The hash range is not
-//!   stored: it is recomputed from the name (one xxh3) where needed, which is only in
-//!   views and whole-range operations.
+//!   space. A chunk whose names are all removed is freed at once (names removed in about
+//!   the order they came give their memory back without any copying). Other holes
+//!   nobody reuses are garbage; when it exceeds both the live bytes and two bytes per
+//!   slot, the arena is compacted (live names copied into fresh chunks, O(slots + live
+//!   bytes)), which is amortized O(1) per removal and keeps the arena under twice the
+//!   live bytes.
+//! * **Slots** hold the arena position (4 bytes), the name length and the status (1 byte)
+//!   and a 3-byte link, in three parallel segmented vectors, so no padding is paid,
+//!   growth copies nothing, and a lookup reads only the first two. An [`EntryId`] is a
+//!   slot number: stable while the entry lives, reused after its removal.
+//! * **Range lists**: every entry is in the singly linked list of its hash range (a head
+//!   per range, the links in the slots), so a whole range is found, iterated and
+//!   removed in time proportional to its entries, not to the index. A removal by name
+//!   does not unlink (a singly linked list has no O(1) unlink): the slot stays in its
+//!   list, dead, until a walk of that list (`remove_range`) or a sweep of all lists
+//!   frees it. A sweep runs when an insert finds no free slot and the dead slots are an
+//!   eighth of all slots or more, so there are never many more slots than the most
+//!   entries held at once (at most 8/7 of it, plus R/64). The hash range itself is not
+//!   stored: the list an entry is in says it.
 //! * **The table** maps a name to its slot: see the private `table` module. Lookups hash
-//!   the name once (xxh3) and compare names only on a fingerprint match, so they are exact.
+//!   the name once (xxh3) and compare names only on a fingerprint and length match, so
+//!   they are exact.
 //! * **Deadlines** live in an embedded [`ExpiryQueue`] keyed by slot id, so the index and
 //!   its timers are one structure and one memory figure.
 //!
 //! The index never drops an entry on its own: not under memory pressure, not on a hash
-//! collision. Memory is about 45 bytes per namespace with a 20-byte name and a deadline
+//! collision. Memory is about 47 bytes per namespace with a 20-byte name and a deadline
 //! (see the crate README for the measured figure).
 
 use thiserror::Error;
@@ -39,6 +49,7 @@ use crate::expiry::{Deadline, ExpiryQueue};
 use crate::grow::SegVec;
 use crate::ranges::{hash_name, RangeCount, RangeSet};
 use crate::table::{Probe, Table};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Longest namespace name: a DNS-1123 label has at most 63 characters.
 ///
@@ -49,10 +60,14 @@ pub const MAX_NAME_LEN: usize = 63;
 
 /// Slot number meaning "none" in the free list.
 const NO_SLOT: u32 = u32::MAX;
-/// Bits of `Slot::meta` that hold the name length (1..=63; 0 marks a free slot).
+/// Slot number meaning "none" in a range list (the link is 24 bits of the slot word).
+const NO_LINK: u32 = (1 << 24) - 1;
+/// Slot ids are below this (they must fit a range-list link, and differ from `NO_LINK`).
+const ID_LIMIT: usize = NO_LINK as usize;
+/// Bits of `Slot::meta` that hold the name length (1..=63; 0 marks a slot that is not live).
 const LEN_MASK: u8 = 0x3f;
-/// Largest number of entries: ids must leave room in the table's bucket encoding.
-const MAX_ENTRIES: u32 = (1 << 30) - 2;
+/// Largest number of entries: 2^24 - 2, so that ids fit the 24-bit range-list links.
+const MAX_ENTRIES: u32 = (1 << 24) - 2;
 /// Names per group in the batch operations (see [`NamespaceIndex::remove_many`]).
 const GROUP: usize = 16;
 /// Garbage below this many arena bytes is never worth a compaction.
@@ -70,7 +85,8 @@ pub enum IndexError {
         /// Length of the rejected name.
         len: usize,
     },
-    /// More than 2^30 - 2 entries, or names past 4 GiB: far beyond any cluster.
+    /// More than 2^24 - 2 (16.7 million) entries, or names past 4 GiB: far beyond any
+    /// cluster.
     #[error("namespace index is full")]
     Full,
 }
@@ -195,7 +211,7 @@ pub struct MemoryUsage {
     pub arena: usize,
     /// Arena bytes of removed names, reclaimed by the next compaction (part of `arena`).
     pub garbage: usize,
-    /// The entry slots.
+    /// The entry slots and the range-list heads.
     pub slots: usize,
     /// The hash table.
     pub table: usize,
@@ -215,82 +231,23 @@ impl MemoryUsage {
     }
 }
 
-/// One entry's fixed part, 5 bytes, read from and written to [`Slots`] by value.
+/// One entry's fixed part, 8 bytes, read from and written to [`Slots`] by value.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    /// Arena offset of the name; in a free slot, the next free slot or `NO_SLOT`.
+    /// Arena position of the name; in a free slot, the next free slot or `NO_SLOT`.
     off: u32,
-    /// Name length in the low 6 bits (0 = free slot), status in the top 2.
+    /// Name length in the low 6 bits (0 = not live: free or dead), status in the top 2.
     meta: u8,
+    /// In a live or dead slot: the next slot of the same range's list, or `NO_LINK`
+    /// (24 bits).
+    link: u32,
 }
 
 const FREE: Slot = Slot {
     off: NO_SLOT,
     meta: 0,
+    link: NO_LINK,
 };
-
-/// The slots as two parallel vectors (a `Vec<Slot>` would pad each to 8 bytes).
-#[derive(Debug, Clone)]
-struct Slots {
-    offs: SegVec<u32>,
-    metas: SegVec<u8>,
-}
-
-impl Slots {
-    const fn new() -> Slots {
-        Slots {
-            offs: SegVec::new(NO_SLOT),
-            metas: SegVec::new(0),
-        }
-    }
-    #[inline]
-    fn len(&self) -> usize {
-        self.offs.len()
-    }
-    #[inline]
-    fn at(&self, id: u32) -> Slot {
-        Slot {
-            off: self.offs.at(id as usize),
-            meta: self.metas.at(id as usize),
-        }
-    }
-    #[inline]
-    fn get(&self, id: u32) -> Option<Slot> {
-        Some(Slot {
-            off: self.offs.get(id as usize)?,
-            meta: self.metas.get(id as usize)?,
-        })
-    }
-    #[inline]
-    fn set(&mut self, id: u32, slot: Slot) {
-        self.offs.set(id as usize, slot.off);
-        self.metas.set(id as usize, slot.meta);
-    }
-    #[inline]
-    fn push(&mut self, slot: Slot) {
-        self.offs.push(slot.off);
-        self.metas.push(slot.meta);
-    }
-    fn reserve(&mut self, additional: usize) {
-        self.offs.reserve(additional);
-        self.metas.reserve(additional);
-    }
-    fn clear(&mut self) {
-        self.offs.clear();
-        self.metas.clear();
-    }
-    fn memory_bytes(&self) -> usize {
-        self.offs.memory_bytes() + self.metas.memory_bytes()
-    }
-    /// Live slot ids, ascending.
-    fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.metas
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m & LEN_MASK != 0)
-            .map(|(id, _)| id as u32)
-    }
-}
 
 impl Slot {
     #[inline]
@@ -304,6 +261,117 @@ impl Slot {
     #[inline]
     fn status(self) -> Status {
         Status::from_bits(self.meta >> 6)
+    }
+}
+
+/// The slots as three parallel vectors: arena positions (4 bytes), length and status
+/// (1 byte), range-list links (3 bytes). A lookup reads only the first two, so the
+/// links, which only inserts and list walks use, stay out of its way in the cache.
+#[derive(Debug, Clone)]
+struct Slots {
+    offs: SegVec<u32>,
+    metas: SegVec<u8>,
+    links: SegVec<[u8; 3]>,
+}
+
+#[inline]
+fn link_bytes(link: u32) -> [u8; 3] {
+    let [a, b, c, _] = link.to_le_bytes();
+    [a, b, c]
+}
+
+#[inline]
+fn link_of(bytes: [u8; 3]) -> u32 {
+    let [a, b, c] = bytes;
+    u32::from_le_bytes([a, b, c, 0])
+}
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots {
+            offs: SegVec::new(NO_SLOT),
+            metas: SegVec::new(0),
+            links: SegVec::new([0xff; 3]),
+        }
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.offs.len()
+    }
+    /// The arena position and the length field of a slot (what a lookup compares: no
+    /// link).
+    #[inline(always)]
+    fn key(&self, id: u32) -> (u32, u8) {
+        let i = id as usize;
+        (self.offs.at(i), self.metas.at(i) & LEN_MASK)
+    }
+    #[inline(always)]
+    fn at(&self, id: u32) -> Slot {
+        let i = id as usize;
+        Slot {
+            off: self.offs.at(i),
+            meta: self.metas.at(i),
+            link: link_of(self.links.at(i)),
+        }
+    }
+    #[inline(always)]
+    fn get(&self, id: u32) -> Option<Slot> {
+        ((id as usize) < self.len()).then(|| self.at(id))
+    }
+    /// Sets all of a slot. (The single-field setters below write only what changes, so
+    /// that a removal does not touch the link's cache line.)
+    #[inline]
+    fn set(&mut self, id: u32, slot: Slot) {
+        let i = id as usize;
+        self.offs.set(i, slot.off);
+        self.metas.set(i, slot.meta);
+        self.links.set(i, link_bytes(slot.link));
+    }
+    #[inline(always)]
+    fn set_off(&mut self, id: u32, off: u32) {
+        self.offs.set(id as usize, off);
+    }
+    #[inline(always)]
+    fn meta(&self, id: u32) -> u8 {
+        self.metas.at(id as usize)
+    }
+    #[inline(always)]
+    fn set_meta(&mut self, id: u32, meta: u8) {
+        self.metas.set(id as usize, meta);
+    }
+    #[inline(always)]
+    fn set_link(&mut self, id: u32, link: u32) {
+        self.links.set(id as usize, link_bytes(link));
+    }
+    #[inline]
+    fn push(&mut self, slot: Slot) {
+        self.offs.push(slot.off);
+        self.metas.push(slot.meta);
+        self.links.push(link_bytes(slot.link));
+    }
+    fn reserve(&mut self, additional: usize) {
+        self.offs.reserve(additional);
+        self.metas.reserve(additional);
+        self.links.reserve(additional);
+    }
+    fn clear(&mut self) {
+        self.offs.clear();
+        self.metas.clear();
+        self.links.clear();
+    }
+    fn memory_bytes(&self) -> usize {
+        self.offs.memory_bytes() + self.metas.memory_bytes() + self.links.memory_bytes()
+    }
+    /// Live slot ids, ascending.
+    fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        // Segment by segment: a plain loop over each slice.
+        self.metas.segments().flat_map(|(start, metas)| {
+            metas
+                .iter()
+                .enumerate()
+                .filter(|&(_, &m)| m & LEN_MASK != 0)
+                .map(move |(i, _)| (start + i) as u32)
+        })
     }
 }
 
@@ -336,11 +404,13 @@ impl Slot {
 pub struct NamespaceIndex {
     count: RangeCount,
     arena: NameArena,
-    /// Arena bytes of removed names.
-    garbage: usize,
-    /// Per name length, arena positions of removed names of that length (holes).
-    holes: Vec<Vec<u32>>,
     slots: Slots,
+    /// Per range, the first slot of its list (`NO_LINK` if none); empty until the first
+    /// insert. Every live slot is in the list of its range; so are dead slots (removed
+    /// entries not unlinked yet, see [`NamespaceIndex::sweep`]).
+    heads: Vec<u32>,
+    /// Number of dead slots: removed, still linked, not reusable until unlinked.
+    dead: u32,
     free_head: u32,
     live: u32,
     table: Table,
@@ -359,9 +429,9 @@ impl NamespaceIndex {
         NamespaceIndex {
             count,
             arena: NameArena::default(),
-            garbage: 0,
-            holes: Vec::new(),
             slots: Slots::new(),
+            heads: Vec::new(),
+            dead: 0,
             free_head: NO_SLOT,
             live: 0,
             table: Table::new(),
@@ -376,11 +446,12 @@ impl NamespaceIndex {
     /// use shard::{NamespaceIndex, RangeCount};
     /// let index = NamespaceIndex::with_capacity(RangeCount::new(256).unwrap(), 1000);
     /// assert!(index.is_empty());
-    /// assert!(index.memory_bytes() >= 1000 * (4 + 5));
+    /// assert!(index.memory_bytes() >= 1000 * (4 + 8));
     /// ```
     pub fn with_capacity(count: RangeCount, namespaces: usize) -> NamespaceIndex {
         let mut index = NamespaceIndex::new(count);
         index.slots.reserve(namespaces);
+        index.heads = vec![NO_LINK; count.get() as usize];
         index.table.rebuild(
             Table::reserved_capacity(namespaces),
             namespaces as u32,
@@ -467,19 +538,18 @@ impl NamespaceIndex {
         items: impl IntoIterator<Item = (&'n str, Status, Option<Deadline>)>,
     ) -> Result<usize, IndexError> {
         let mut done = 0;
-        let mut group = [("", 0u64, Status::Unknown, None); GROUP];
+        let mut group = [("", Status::Unknown, None); GROUP];
+        let mut hashes = [0u64; GROUP];
         let mut items = items.into_iter();
         loop {
             let mut len = 0;
-            let mut sink = 0u32;
             for (name, status, deadline) in items.by_ref().take(GROUP) {
-                let hash = hash_name(name);
-                sink ^= self.table.touch(hash);
-                group[len] = (name, hash, status, deadline);
+                hashes[len] = hash_name(name);
+                group[len] = (name, status, deadline);
                 len += 1;
             }
-            std::hint::black_box(sink);
-            for &(name, hash, status, deadline) in &group[..len] {
+            self.warm(&hashes[..len]);
+            for (&(name, status, deadline), &hash) in group[..len].iter().zip(&hashes) {
                 check_name(name)?;
                 self.upsert_hashed(name, hash, status, deadline)?;
                 done += 1;
@@ -499,9 +569,9 @@ impl NamespaceIndex {
     ) -> Result<EntryId, IndexError> {
         let id = match self.find(hash, name) {
             Probe::Found { id, .. } => {
-                let mut slot = self.slots.at(id);
-                slot.meta = (slot.meta & LEN_MASK) | (status.bits() << 6);
-                self.slots.set(id, slot);
+                let meta = self.slots.meta(id);
+                self.slots
+                    .set_meta(id, (meta & LEN_MASK) | (status.bits() << 6));
                 id
             }
             Probe::Vacant { bucket } => self.insert_new(name, hash, status, bucket)?,
@@ -528,22 +598,22 @@ impl NamespaceIndex {
             return Err(IndexError::Full);
         }
         // The name first: the only step that can fail.
-        let hole = self.holes.get_mut(name.len()).and_then(Vec::pop);
-        let off = match hole {
-            Some(pos) => {
-                self.arena.overwrite(pos, name);
-                self.garbage -= name.len();
-                pos
+        let off = match self.arena.store(name) {
+            Some(off) => off,
+            None => {
+                self.compact_arena();
+                self.arena.store(name).ok_or(IndexError::Full)?
             }
-            None => match self.arena.push(name) {
-                Some(off) => off,
-                None => {
-                    self.compact_arena();
-                    self.arena.push(name).ok_or(IndexError::Full)?
-                }
-            },
         };
-        // The slot: a free one, or a new one at the end.
+        // The slot: a free one, or a new one at the end (after reclaiming the dead slots
+        // when they are worth it, or when ids ran out).
+        if self.free_head == NO_SLOT
+            && self.dead > 0
+            && (8 * self.dead as usize >= self.slots.len() + self.heads.len() / 8
+                || self.slots.len() >= ID_LIMIT)
+        {
+            self.sweep();
+        }
         let id = if self.free_head != NO_SLOT {
             self.free_head
         } else {
@@ -555,13 +625,19 @@ impl NamespaceIndex {
         } else {
             self.free_head = self.slots.at(id).off;
         }
+        if self.heads.is_empty() {
+            self.heads = vec![NO_LINK; self.count.get() as usize];
+        }
+        let head = &mut self.heads[self.count.range_of_hash(hash) as usize];
         self.slots.set(
             id,
             Slot {
                 off,
                 meta: name.len() as u8 | (status.bits() << 6),
+                link: *head,
             },
         );
+        *head = id;
         self.live += 1;
         if rebuild {
             // Places the new entry too.
@@ -575,8 +651,12 @@ impl NamespaceIndex {
     #[inline]
     fn find(&self, hash: u64, name: &str) -> Probe {
         let (slots, arena) = (&self.slots, &self.arena);
-        self.table
-            .probe(hash, |id| slot_name(arena, slots.at(id)) == name)
+        let name = name.as_bytes();
+        self.table.probe(hash, |id| {
+            // The length first (in the slot): the arena is read only when it matches.
+            let (off, len) = slots.key(id);
+            usize::from(len) == name.len() && same_bytes(arena.bytes(off, name.len()), name)
+        })
     }
 
     /// Rebuilds the table with `capacity` buckets from the live slots, rehashing every
@@ -585,7 +665,8 @@ impl NamespaceIndex {
         let (slots, arena) = (&self.slots, &self.arena);
         self.table
             .rebuild(capacity, slots.len() as u32, slots.live_ids(), |id| {
-                hash_name(slot_name(arena, slots.at(id)))
+                let slot = slots.at(id);
+                xxh3_64(arena.bytes(slot.off, slot.len()))
             });
     }
 
@@ -666,9 +747,9 @@ impl NamespaceIndex {
     /// ```
     pub fn set_status(&mut self, id: EntryId, status: Status) -> bool {
         match self.slots.get(id.0) {
-            Some(mut slot) if !slot.is_free() => {
-                slot.meta = (slot.meta & LEN_MASK) | (status.bits() << 6);
-                self.slots.set(id.0, slot);
+            Some(slot) if !slot.is_free() => {
+                self.slots
+                    .set_meta(id.0, (slot.meta & LEN_MASK) | (status.bits() << 6));
                 true
             }
             _ => false,
@@ -733,19 +814,18 @@ impl NamespaceIndex {
     /// ```
     pub fn remove_many<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) -> usize {
         let mut removed = 0;
-        let mut group: [(&str, u64); GROUP] = [("", 0); GROUP];
+        let mut group = [""; GROUP];
+        let mut hashes = [0u64; GROUP];
         let mut names = names.into_iter();
         loop {
             let mut len = 0;
-            let mut sink = 0u32;
             for name in names.by_ref().take(GROUP) {
-                let hash = hash_name(name);
-                sink ^= self.table.touch(hash);
-                group[len] = (name, hash);
+                hashes[len] = hash_name(name);
+                group[len] = name;
                 len += 1;
             }
-            std::hint::black_box(sink);
-            for &(name, hash) in &group[..len] {
+            self.warm(&hashes[..len]);
+            for (&name, &hash) in group[..len].iter().zip(&hashes) {
                 if !name.is_empty() && name.len() <= MAX_NAME_LEN {
                     removed += usize::from(self.remove_hashed(name, hash).is_some());
                 }
@@ -756,11 +836,36 @@ impl NamespaceIndex {
         }
     }
 
+    /// Reads what looking up each hash of a group will most likely read, stage by stage:
+    /// all their home buckets, then the slots those buckets point to when the
+    /// fingerprint matches, then those slots' names. Each lookup's three cache misses depend on one another, but those
+    /// of different lookups do not: read this way they overlap across the group instead
+    /// of queueing one lookup after another. The values read mean nothing.
+    fn warm(&self, hashes: &[u64]) {
+        let mut sink = 0u64;
+        for &hash in hashes {
+            sink ^= u64::from(self.table.touch(hash));
+        }
+        let mut slots = [FREE; GROUP];
+        for (slot, &hash) in slots.iter_mut().zip(hashes) {
+            if let Some(found) = self.table.peek(hash).and_then(|id| self.slots.get(id)) {
+                *slot = found;
+                sink ^= u64::from(found.off);
+            }
+        }
+        for slot in &slots[..hashes.len()] {
+            if !slot.is_free() {
+                sink ^= u64::from(self.arena.bytes(slot.off, 1)[0]);
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
     fn remove_hashed(&mut self, name: &str, hash: u64) -> Option<Removed> {
         match self.find(hash, name) {
             Probe::Found { bucket, id } => {
                 self.table.erase(bucket);
-                let removed = self.free_slot(id);
+                let removed = self.kill_slot(id);
                 self.after_removals();
                 Some(removed)
             }
@@ -783,7 +888,7 @@ impl NamespaceIndex {
             return None;
         }
         self.erase_from_table(id.0, slot);
-        let removed = self.free_slot(id.0);
+        let removed = self.kill_slot(id.0);
         self.after_removals();
         Some(removed)
     }
@@ -795,37 +900,79 @@ impl NamespaceIndex {
         }
     }
 
-    /// Frees a slot already erased from the table.
-    fn free_slot(&mut self, id: u32) -> Removed {
-        let slot = self.slots.at(id);
+    /// Ends a live entry already erased from the table: cancels its deadline, leaves its
+    /// name as a hole, and marks the slot dead (still linked in its range's list, so the
+    /// removal is O(1) on a singly linked list; the list walks of
+    /// [`NamespaceIndex::remove_range`] and [`NamespaceIndex::sweep`] unlink it).
+    #[inline]
+    fn kill_slot(&mut self, id: u32) -> Removed {
+        let (off, meta) = (self.slots.key(id).0, self.slots.meta(id));
         let deadline = self.expiry.cancel(id);
-        self.garbage += slot.len();
-        if self.holes.is_empty() {
-            self.holes = vec![Vec::new(); MAX_NAME_LEN + 1];
-        }
-        self.holes[slot.len()].push(slot.off);
-        self.slots.set(
-            id,
-            Slot {
-                off: self.free_head,
-                meta: 0,
-            },
-        );
-        self.free_head = id;
+        self.arena.release(off, usize::from(meta & LEN_MASK));
+        // Length 0: not live. The link stays (and is not even read here).
+        self.slots.set_meta(id, 0);
+        self.dead += 1;
         self.live -= 1;
         Removed {
-            status: slot.status(),
+            status: Status::from_bits(meta >> 6),
             deadline,
         }
+    }
+
+    /// Puts an unlinked slot (dead or just killed) on the free list.
+    #[inline]
+    fn release_slot(&mut self, id: u32) {
+        // Its length is already 0; its link is never read again.
+        self.slots.set_off(id, self.free_head);
+        self.free_head = id;
+    }
+
+    /// Makes `kept` (or the head of range `r` when `kept` is `NO_LINK`), whose link is
+    /// `link` now, point at `to`.
+    #[inline]
+    fn patch_link(&mut self, r: usize, kept: u32, link: u32, to: u32) {
+        if link == to {
+            return;
+        }
+        if kept == NO_LINK {
+            self.heads[r] = to;
+        } else {
+            self.slots.set_link(kept, to);
+        }
+    }
+
+    /// Unlinks every dead slot from its range's list and frees it. O(R + S); called when
+    /// the dead slots are at least an eighth of all slots plus R/64 (so amortized O(1)
+    /// per removal), or when slot ids run out.
+    fn sweep(&mut self) {
+        for r in 0..self.heads.len() {
+            let mut id = self.heads[r];
+            // The last live slot kept so far (`NO_LINK`: none yet, the head is patched)
+            // and where its link points now: patched only when dead slots were skipped.
+            let (mut kept, mut kept_link) = (NO_LINK, id);
+            while id != NO_LINK {
+                let slot = self.slots.at(id);
+                if slot.is_free() {
+                    self.release_slot(id);
+                } else {
+                    self.patch_link(r, kept, kept_link, id);
+                    (kept, kept_link) = (id, slot.link);
+                }
+                id = slot.link;
+            }
+            self.patch_link(r, kept, kept_link, NO_LINK);
+        }
+        self.dead = 0;
     }
 
     fn after_removals(&mut self) {
         // A compaction costs O(S + live bytes): wait for at least that much garbage (over
         // the live bytes and two bytes per slot) so it is amortized O(1).
-        let live_bytes = self.arena.used() - self.garbage;
-        if self.garbage > MIN_GARBAGE_TO_COMPACT
-            && self.garbage > live_bytes
-            && self.garbage > 2 * self.slots.len()
+        let garbage = self.arena.garbage();
+        let live_bytes = self.arena.used() - garbage;
+        if garbage > MIN_GARBAGE_TO_COMPACT
+            && garbage > live_bytes
+            && garbage > 2 * self.slots.len()
         {
             self.compact_arena();
         }
@@ -838,20 +985,20 @@ impl NamespaceIndex {
     fn compact_arena(&mut self) {
         let mut arena = NameArena::default();
         for id in 0..self.slots.len() as u32 {
-            let mut slot = self.slots.at(id);
+            let slot = self.slots.at(id);
             if !slot.is_free() {
                 // The fresh arena holds less than the old one: it cannot be full.
-                slot.off = arena.push(slot_name(&self.arena, slot)).unwrap_or(NO_SLOT);
-                self.slots.set(id, slot);
+                let off = arena.push(slot_name(&self.arena, slot)).unwrap_or(NO_SLOT);
+                self.slots.set_off(id, off);
             }
         }
         self.arena = arena;
-        self.garbage = 0;
-        self.holes = Vec::new();
     }
 
     /// Removes every entry of hash range `range` (handover), cancelling their deadlines;
-    /// returns how many. O(S × L): one pass over the slots, hashing each name.
+    /// returns how many. O(entries of the range), amortized: a walk of the range's list
+    /// (which also frees the slots of its earlier removals), hashing each name once to
+    /// erase it from the table.
     ///
     /// ```
     /// use shard::{NamespaceIndex, RangeCount, Status};
@@ -865,11 +1012,15 @@ impl NamespaceIndex {
     /// assert!(index.iter().all(|e| e.range == 1));
     /// ```
     pub fn remove_range(&mut self, range: u32) -> usize {
-        self.remove_where(|r| r == range)
+        let removed = self.unlink_range(range);
+        if removed > 0 {
+            self.after_removals();
+        }
+        removed
     }
 
     /// Removes every entry whose range is in `ranges` (e.g. all ranges no longer owned);
-    /// returns how many. O(S × L).
+    /// returns how many. O(R/64 + ranges in the set + their entries), amortized.
     ///
     /// ```
     /// use shard::{NamespaceIndex, RangeCount, RangeSet, Status};
@@ -884,27 +1035,32 @@ impl NamespaceIndex {
     /// assert!(index.iter().all(|e| kept.contains(e.range)));
     /// ```
     pub fn remove_ranges(&mut self, ranges: &RangeSet) -> usize {
-        self.remove_where(|r| ranges.contains(r))
-    }
-
-    fn remove_where(&mut self, doomed: impl Fn(u32) -> bool) -> usize {
-        let mut removed = 0;
-        for id in 0..self.slots.len() as u32 {
-            let slot = self.slots.at(id);
-            if slot.is_free() {
-                continue;
-            }
-            let hash = hash_name(slot_name(&self.arena, slot));
-            if doomed(self.count.range_of_hash(hash)) {
-                if let Some(bucket) = self.table.bucket_of(hash, id) {
-                    self.table.erase(bucket);
-                }
-                self.free_slot(id);
-                removed += 1;
-            }
-        }
+        let removed = ranges.iter().map(|r| self.unlink_range(r)).sum();
         if removed > 0 {
             self.after_removals();
+        }
+        removed
+    }
+
+    /// Empties the list of `range`: removes its live entries, frees all its slots.
+    fn unlink_range(&mut self, range: u32) -> usize {
+        let Some(head) = self.heads.get_mut(range as usize) else {
+            return 0;
+        };
+        let mut id = std::mem::replace(head, NO_LINK);
+        let mut removed = 0;
+        while id != NO_LINK {
+            let slot = self.slots.at(id);
+            if slot.is_free() {
+                self.dead -= 1;
+            } else {
+                self.erase_from_table(id, slot);
+                self.kill_slot(id);
+                self.dead -= 1;
+                removed += 1;
+            }
+            self.release_slot(id);
+            id = slot.link;
         }
         removed
     }
@@ -925,7 +1081,8 @@ impl NamespaceIndex {
         (0..self.slots.len() as u32).filter_map(|id| self.view(id))
     }
 
-    /// The entries of one range. O(S × L) for a full pass (each name is hashed).
+    /// The entries of one range, most recently inserted first. O(entries of the range +
+    /// its removals not yet swept): a walk of the range's list, no hashing.
     ///
     /// ```
     /// use shard::{NamespaceIndex, RangeCount, Status};
@@ -936,7 +1093,24 @@ impl NamespaceIndex {
     /// assert_eq!(index.iter_range(r).map(|e| e.name).collect::<Vec<_>>(), ["ns-a"]);
     /// ```
     pub fn iter_range(&self, range: u32) -> impl Iterator<Item = EntryRef<'_>> + '_ {
-        self.iter().filter(move |e| e.range == range)
+        let mut id = self.heads.get(range as usize).copied().unwrap_or(NO_LINK);
+        std::iter::from_fn(move || {
+            while id != NO_LINK {
+                let slot = self.slots.at(id);
+                let this = id;
+                id = slot.link;
+                if !slot.is_free() {
+                    return Some(EntryRef {
+                        id: EntryId(this),
+                        name: slot_name(&self.arena, slot),
+                        status: slot.status(),
+                        range,
+                        deadline: self.expiry.deadline(this),
+                    });
+                }
+            }
+            None
+        })
     }
 
     /// The earliest pending deadline: when the caller's timer should fire next. O(1).
@@ -1014,10 +1188,10 @@ impl NamespaceIndex {
     /// assert!(index.is_empty() && index.get("a").is_none());
     /// ```
     pub fn clear(&mut self) {
-        self.arena.clear();
-        self.garbage = 0;
-        self.holes = Vec::new();
+        self.arena = NameArena::default();
         self.slots.clear();
+        self.heads.fill(NO_LINK);
+        self.dead = 0;
         self.free_head = NO_SLOT;
         self.live = 0;
         self.table.clear();
@@ -1047,11 +1221,9 @@ impl NamespaceIndex {
     /// ```
     pub fn memory(&self) -> MemoryUsage {
         MemoryUsage {
-            arena: self.arena.memory_bytes()
-                + self.holes.capacity() * size_of::<Vec<u32>>()
-                + self.holes.iter().map(|h| h.capacity() * 4).sum::<usize>(),
-            garbage: self.garbage,
-            slots: self.slots.memory_bytes(),
+            arena: self.arena.memory_bytes(),
+            garbage: self.arena.garbage(),
+            slots: self.slots.memory_bytes() + self.heads.capacity() * size_of::<u32>(),
             table: self.table.memory_bytes(),
             expiry: self.expiry.memory_bytes(),
         }
@@ -1064,6 +1236,29 @@ fn check_name(name: &str) -> Result<(), IndexError> {
         len if len > MAX_NAME_LEN => Err(IndexError::NameTooLong { len }),
         _ => Ok(()),
     }
+}
+
+/// Whether two names of the same length (at most 63 bytes) are equal, compared a word at
+/// a time: for names of 8 bytes and more, the words at 0, 8, ... and the last (possibly
+/// overlapping) word, with no call and no byte loop.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n < 8 || b.len() != n {
+        return a == b;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+    };
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
 }
 
 #[inline]
@@ -1128,6 +1323,9 @@ mod tests {
         SetStatus(usize, Status),
         SetDeadline(usize, Option<u32>),
         RemoveRange(u32),
+        RemoveRanges(Vec<u32>),
+        /// Remove the range of a key's name (random ranges rarely hold one when R is big).
+        RemoveRangeOf(usize),
         PopDue(u32),
         Get(usize),
     }
@@ -1151,6 +1349,8 @@ mod tests {
             1 => (0..keys, status()).prop_map(|(k, s)| Op::SetStatus(k, s)),
             2 => (0..keys, proptest::option::of(0u32..50)).prop_map(|(k, d)| Op::SetDeadline(k, d)),
             1 => (0..ranges).prop_map(Op::RemoveRange),
+            1 => proptest::collection::vec(0..ranges, 0..4).prop_map(Op::RemoveRanges),
+            1 => (0..keys).prop_map(Op::RemoveRangeOf),
             1 => (0u32..50).prop_map(Op::PopDue),
             2 => (0..keys).prop_map(Op::Get),
         ]
@@ -1193,6 +1393,26 @@ mod tests {
             index.scheduled(),
             model.values().filter(|e| e.deadline.is_some()).count()
         );
+        // Every range's list holds exactly the range's entries.
+        let count = index.range_count();
+        let mut ranges: Vec<u32> = names.iter().map(|n| count.range_of(n)).collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        for r in ranges {
+            let mut listed: Vec<(&str, EntryId)> =
+                index.iter_range(r).map(|e| (e.name, e.id)).collect();
+            listed.sort_unstable();
+            let mut expected: Vec<(&str, EntryId)> = model
+                .keys()
+                .filter(|n| count.range_of(n) == r)
+                .map(|n| (n.as_str(), index.get(n).map(|e| e.id).unwrap()))
+                .collect();
+            expected.sort_unstable();
+            prop_assert_eq!(listed, expected, "range {}", r);
+            prop_assert!(index
+                .iter_range(r)
+                .all(|e| e.range == r && index.entry(e.id) == Some(e)));
+        }
         Ok(())
     }
 
@@ -1278,6 +1498,21 @@ mod tests {
                     let before = model.len();
                     model.retain(|name, _| count.range_of(name) != r);
                     prop_assert_eq!(index.remove_range(r), before - model.len());
+                }
+                Op::RemoveRangeOf(k) => {
+                    let r = count.range_of(&names[k]);
+                    let before = model.len();
+                    model.retain(|name, _| count.range_of(name) != r);
+                    prop_assert_eq!(index.remove_range(r), before - model.len());
+                }
+                Op::RemoveRanges(rs) => {
+                    let mut set = RangeSet::new(count);
+                    for r in rs {
+                        set.insert(r);
+                    }
+                    let before = model.len();
+                    model.retain(|name, _| !set.contains(count.range_of(name)));
+                    prop_assert_eq!(index.remove_ranges(&set), before - model.len());
                 }
                 Op::PopDue(now) => {
                     let got: Vec<(String, u32)> = index
@@ -1398,6 +1633,54 @@ mod tests {
         }
         for i in 50_000..60_000 {
             assert_eq!(index.get(&name(i)).unwrap().status, Status::Active);
+        }
+    }
+
+    /// Removals leave dead slots in their range lists; churn must reclaim them (sweeps
+    /// and range walks) so slots stay near the live count, and lists stay exact.
+    #[test]
+    fn churn_reclaims_dead_slots() {
+        let count = RangeCount::new(64).unwrap();
+        let mut index = NamespaceIndex::new(count);
+        let mut present = std::collections::BTreeSet::new();
+        let name = |i: u32| format!("churn-{i}");
+        let live = 5000;
+        for i in 0..live {
+            index.upsert(&name(i), Status::Active, None).unwrap();
+            present.insert(name(i));
+        }
+        for round in 0..20u32 {
+            // Replace a fifth of the names; every other round drop one range as well.
+            let (from, to) = (round * live / 5, (round + 1) * live / 5);
+            for i in from..to {
+                assert_eq!(index.remove(&name(i)).is_some(), present.remove(&name(i)));
+            }
+            for i in from + live..to + live {
+                index.upsert(&name(i), Status::Locked, None).unwrap();
+                present.insert(name(i));
+            }
+            if round % 2 == 1 {
+                let r = round % 64;
+                let before = present.len();
+                present.retain(|n| count.range_of(n) != r);
+                assert_eq!(index.remove_range(r), before - present.len());
+                assert_eq!(index.iter_range(r).count(), 0);
+            }
+            assert!(
+                index.slots.len() <= 2 * live as usize,
+                "round {round}: {} slots",
+                index.slots.len()
+            );
+            let mut listed = Vec::new();
+            for r in 0..64 {
+                for e in index.iter_range(r) {
+                    assert_eq!(count.range_of(e.name), r);
+                    assert_eq!(index.get(e.name).map(|g| g.id), Some(e.id));
+                    listed.push(e.name.to_owned());
+                }
+            }
+            listed.sort();
+            assert!(listed.iter().eq(present.iter()), "round {round}");
         }
     }
 

@@ -85,12 +85,15 @@ impl Table {
         (self.live + self.tombstones + 1) * 8 > self.buckets.len() * 7
     }
 
-    /// Whether the table is worth shrinking after removals: under 1/8 full. (Tombstones
+    /// Whether the table is worth shrinking after removals: under 1/16 full. (Tombstones
     /// alone never call for a rebuild here: they count toward the 7/8 limit that
-    /// [`Table::is_full`] checks on insert.)
+    /// [`Table::is_full`] checks on insert.) A shrink rehashes every live name, so it
+    /// waits for the table to be mostly empty: removing all of a table's entries
+    /// rehashes about a sixth of them, and the table (4 bytes a bucket) is then at most
+    /// 64 bytes per live entry, about the 8-byte slots the removed entries leave.
     pub(crate) fn is_sparse(&self) -> bool {
         let cap = self.buckets.len();
-        cap > MIN_CAPACITY * 4 && self.live * 8 < cap
+        cap > MIN_CAPACITY * 4 && self.live * 16 < cap
     }
 
     /// Looks a key up; `eq(id)` says whether entry `id` has the key. O(1) expected.
@@ -135,6 +138,19 @@ impl Table {
             return 0;
         }
         self.buckets[home(hash, cap)]
+    }
+
+    /// The id in the home bucket of `hash` if its fingerprint matches: where a lookup of
+    /// `hash` most likely ends, for the same callers as [`Table::touch`]. O(1), no loop.
+    #[inline]
+    pub(crate) fn peek(&self, hash: u64) -> Option<u32> {
+        let cap = self.buckets.len();
+        if cap == 0 {
+            return None;
+        }
+        let b = self.buckets[home(hash, cap)];
+        let mask = self.id_mask();
+        (b > TOMBSTONE && b & !mask == self.fingerprint(hash)).then(|| (b & mask) - 2)
     }
 
     /// The bucket holding `id`, found through its hash. O(1) expected.
