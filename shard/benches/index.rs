@@ -5,10 +5,21 @@
 //! Inserts are measured two ways: into an index that already holds 100k entries (the
 //! steady state "at 100k entries"; its capacity was reserved, so no table rebuild falls
 //! in the measured window), and building 100k from empty, every table rebuild and arena
-//! growth included. Deletes remove all 100k entries (arena compactions and table
-//! shrinking included), in insertion order and in a shuffled order. Names passed to the
-//! index come from one packed buffer in the order they are used (see `common::Packed`),
-//! as names just decoded from watch events would be hot in cache.
+//! growth included.
+//!
+//! Deletes remove all 100k entries by name, hashing included (arena compactions, chunk
+//! frees and table shrinking included), one `remove` call per name, in two orders:
+//! insertion order (namespaces deleted in about the order they were created: the
+//! index's slots and names are then read in sequence, only the table is read at random)
+//! and a seeded shuffle (every lookup reads the table, the slot and the name at random:
+//! three dependent cache misses). The same two orders through `remove_many`, which
+//! overlaps the misses of 16 names at a time. And the handover path: `remove_range` for
+//! each of the 256 ranges in turn (one call per range, all 100k entries), which walks
+//! each range's list instead of looking names up.
+//!
+//! Names passed to the index come from one packed buffer in the order they are used
+//! (see `common::Packed`), as names just decoded from watch events would be hot in
+//! cache.
 
 mod common;
 
@@ -46,6 +57,16 @@ fn delete_all(mut index: NamespaceIndex, names: &Packed) -> NamespaceIndex {
     for name in names.iter() {
         black_box(index.remove(name));
     }
+    index
+}
+
+/// Handover of everything: every range removed by `remove_range`, one call per range.
+fn delete_ranges(mut index: NamespaceIndex) -> NamespaceIndex {
+    let mut removed = 0;
+    for range in 0..index.range_count().get() {
+        removed += index.remove_range(range);
+    }
+    assert_eq!(removed, N, "every entry is in one range");
     index
 }
 
@@ -144,6 +165,9 @@ fn main() {
             BatchSize::LargeInput,
         )
     });
+    group.bench_function("remove_range_all_256_ranges", |b| {
+        b.iter_batched(|| full.clone(), delete_ranges, BatchSize::LargeInput)
+    });
     group.bench_function("lookup_100k_shuffled", |b| {
         b.iter(|| shuffled.iter().filter(|n| full.get(n).is_some()).count())
     });
@@ -201,6 +225,7 @@ fn main() {
                 index
             },
         );
+        let handover = rate(rounds, N, || full.clone(), delete_ranges);
         println!(
             "\nFIGURE index_insert (seed report: 24 k/s; target >= 10 M): \
              into an index of 100k {insert}; with upsert_many {insert_batched}; \
@@ -208,8 +233,9 @@ fn main() {
         );
         println!(
             "FIGURE index_delete (seed report: 228 k/s; target >= 10 M): removing 100k \
-             in insertion order {delete}; shuffled {delete_shuffled}; \
-             with remove_many in order {many}; shuffled {many_shuffled}"
+             by name, one call each, in insertion order {delete}; shuffled {delete_shuffled}; \
+             with remove_many in insertion order {many}; shuffled {many_shuffled}; \
+             handover, remove_range for each of the 256 ranges {handover}"
         );
     }
 }
