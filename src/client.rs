@@ -45,31 +45,55 @@ pub fn from_config(
         bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst))),
         timeout,
         metrics,
+        gate: None,
     };
     with_layer(config, user_agent, &layer)
 }
 
-/// Two clients sharing one token bucket (so `--kube-api-qps` bounds the whole process): the
-/// second sends `<user_agent> leader`, which tells the leader's singleton duties (BlockRequests
-/// labelling namespaces of any range) apart from range work in the API server's audit log.
+/// The controller's two clients, sharing one token bucket (so `--kube-api-qps` bounds the whole
+/// process), each behind its own [`WriteGate`].
+pub struct Clients {
+    /// Range work: writes pass while the member may work ([`lease::Machine::work_deadline`]).
+    pub main: kube::Client,
+    /// The gate of `main`.
+    pub main_gate: WriteGate,
+    /// Singleton duties (BlockRequests label namespaces of any range). It sends
+    /// `<user agent> leader`, which tells them apart from range work in the API server's audit
+    /// log; writes pass while leader ([`lease::Machine::leader_deadline`]).
+    pub leader: kube::Client,
+    /// The gate of `leader`.
+    pub leader_gate: WriteGate,
+}
+
+/// Builds the controller's [`Clients`] from the ambient configuration.
 pub async fn build_with_leader(
     user_agent: &str,
     qps: f64,
     burst: u32,
     timeout: Duration,
     metrics: Option<Metrics>,
-) -> anyhow::Result<(kube::Client, kube::Client)> {
+) -> anyhow::Result<Clients> {
     let config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}")
     })?;
-    let layer = GuardLayer {
-        bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst))),
+    let bucket = Arc::new(Mutex::new(TokenBucket::new(qps, burst)));
+    let (main_gate, leader_gate) = (WriteGate::closed(), WriteGate::closed());
+    let layer = |gate: &WriteGate| GuardLayer {
+        bucket: bucket.clone(),
         timeout,
-        metrics,
+        metrics: metrics.clone(),
+        gate: Some(gate.clone()),
     };
-    let main = with_layer(config.clone(), user_agent, &layer)?;
-    let leader = with_layer(config, &format!("{user_agent} leader"), &layer)?;
-    Ok((main, leader))
+    Ok(Clients {
+        main: with_layer(config.clone(), user_agent, &layer(&main_gate))?,
+        leader: with_layer(
+            config,
+            &format!("{user_agent} leader"),
+            &layer(&leader_gate),
+        )?,
+        main_gate,
+        leader_gate,
+    })
 }
 
 fn with_layer(
@@ -156,6 +180,54 @@ struct GuardLayer {
     bucket: Arc<Mutex<TokenBucket>>,
     timeout: Duration,
     metrics: Option<Metrics>,
+    gate: Option<WriteGate>,
+}
+
+/// Until when a client may write: the Lease protocol's work (or leader) deadline, renewed with
+/// every successful Lease renewal. Checked right before each write leaves, after the token
+/// bucket, so a flow that was under way when its deadline passed (a paused process waking up,
+/// an API server that stopped answering renewals) cannot land another write. Writes to Leases
+/// themselves always pass: they are how the deadline is renewed. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WriteGate {
+    /// Nanoseconds after [`gate_origin`]; 0: closed.
+    until: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn gate_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+impl WriteGate {
+    /// A gate closed until [`WriteGate::set`] opens it.
+    pub fn closed() -> WriteGate {
+        gate_origin();
+        WriteGate {
+            until: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Writes may leave until `until`; `None` closes the gate.
+    pub fn set(&self, until: Option<std::time::Instant>) {
+        let nanos = until
+            .map(|t| t.saturating_duration_since(gate_origin()).as_nanos() as u64)
+            .unwrap_or(0);
+        self.until
+            .store(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a write may leave now.
+    pub fn is_open(&self) -> bool {
+        let until = self.until.load(std::sync::atomic::Ordering::Relaxed);
+        until > 0 && (gate_origin().elapsed().as_nanos() as u64) < until
+    }
+}
+
+/// Whether a request must pass the gate: a write, and not to a Lease.
+fn gated(req: &Request<Body>) -> bool {
+    !matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && !req.uri().path().starts_with("/apis/coordination.k8s.io/")
 }
 
 impl<S> Layer<S> for GuardLayer
@@ -234,6 +306,13 @@ where
                     m.rate_limited(wait);
                 }
                 tokio::time::sleep(wait).await;
+            }
+            // Last check before the request leaves: the deadline may have passed while this task
+            // waited for a token or was paused.
+            if let Some(gate) = &layer.gate {
+                if gated(&req) && !gate.is_open() {
+                    return Err("not sent: this replica's Lease deadline has passed".into());
+                }
             }
             let verb = layer
                 .metrics

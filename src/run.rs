@@ -21,7 +21,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         cfg.identity
     );
-    let (client, leader_client) = crate::client::build_with_leader(
+    let clients = crate::client::build_with_leader(
         &agent,
         cfg.kube_api_qps,
         cfg.kube_api_burst,
@@ -30,6 +30,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .await
     .context("building the Kubernetes client")?;
+    let (client, leader_client) = (clients.main.clone(), clients.leader.clone());
     let version = client
         .apiserver_version()
         .await
@@ -66,6 +67,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sharding = tokio::spawn(crate::sharding::run(
         ctx.clone(),
         leader_ctx,
+        (clients.main_gate, clients.leader_gate),
         engine.clone(),
         timing,
         cfg.ranges,

@@ -19,6 +19,7 @@ use lease::Event;
 use shard::RangeSet;
 use tracing::warn;
 
+use crate::client::WriteGate;
 use crate::context::Context;
 use crate::engine::Engine;
 
@@ -40,6 +41,8 @@ pub const LEASE_PREFIX: &str = "block-controller";
 struct Replica {
     ctx: Context,
     leader_ctx: Context,
+    /// The write gates of the range-work and leader clients.
+    gates: (WriteGate, WriteGate),
     engine: Engine,
     duties: Option<tokio::task::JoinHandle<()>>,
 }
@@ -96,6 +99,11 @@ impl Host for Replica {
         self.ctx.metrics.set_owned_ranges(owned.len() as usize);
     }
 
+    fn deadlines(&self, work: Option<std::time::Instant>, leader: Option<std::time::Instant>) {
+        self.gates.0.set(work);
+        self.gates.1.set(leader);
+    }
+
     fn unclaimed(&self, ranges: u32) {
         self.ctx.metrics.set_unclaimed_ranges(ranges);
     }
@@ -135,6 +143,7 @@ async fn leaving_for_good(ctx: &Context) -> bool {
 pub async fn run(
     ctx: Context,
     leader_ctx: Context,
+    gates: (WriteGate, WriteGate),
     engine: Engine,
     timing: Timing,
     ranges: shard::RangeCount,
@@ -157,6 +166,7 @@ pub async fn run(
     let mut host = Replica {
         ctx,
         leader_ctx,
+        gates,
         engine,
         duties: None,
     };

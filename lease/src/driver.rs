@@ -49,6 +49,12 @@ pub trait Host {
     fn handover(&self, _took: Duration) {}
     /// The ranges workable now, after every input. For metrics.
     fn owned(&self, _owned: &RangeSet) {}
+    /// After every input: until when this member may work on its ranges
+    /// ([`Machine::work_deadline`]) and act as leader ([`Machine::leader_deadline`]), on the
+    /// process's monotonic clock; `None`: not at all. A host gates its writes on these, so a
+    /// request already under way when the deadline passes (a paused process waking up) is
+    /// not sent after it.
+    fn deadlines(&self, _work: Option<std::time::Instant>, _leader: Option<std::time::Instant>) {}
     /// Ranges nobody may work on, as this member sees them ([`Machine::unclaimed`]); at most
     /// once a second. For metrics and alerts.
     fn unclaimed(&self, _ranges: u32) {}
@@ -248,6 +254,11 @@ pub async fn run<H: Host>(
             }
         });
         host.owned(&machine.owned(now()));
+        let to_std = |t: crate::Instant| origin + Duration::from_nanos(t.as_nanos());
+        host.deadlines(
+            machine.work_deadline().map(to_std),
+            machine.leader_deadline().map(to_std),
+        );
         if last_unclaimed.elapsed() >= Duration::from_secs(1) {
             host.unclaimed(machine.unclaimed(now()));
             last_unclaimed = std::time::Instant::now();
