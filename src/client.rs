@@ -7,12 +7,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use kube::client::{Body, ClientBuilder};
+use kube::client::Body;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
@@ -55,6 +56,8 @@ pub fn from_config(
 pub struct Clients {
     /// Range work: writes pass while the member may work ([`lease::Machine::work_deadline`]).
     pub main: kube::Client,
+    /// Counted clients over `main`'s stack, one per reconcile.
+    pub counting: Counting,
     /// The gate of `main`.
     pub main_gate: WriteGate,
     /// Singleton duties (BlockRequests label namespaces of any range). It sends
@@ -84,8 +87,10 @@ pub async fn build_with_leader(
         metrics: metrics.clone(),
         gate: Some(gate.clone()),
     };
+    let counting = counting(config.clone(), user_agent, &layer(&main_gate))?;
     Ok(Clients {
-        main: with_layer(config.clone(), user_agent, &layer(&main_gate))?,
+        main: counting.shared(),
+        counting,
         leader: with_layer(
             config,
             &format!("{user_agent} leader"),
@@ -96,19 +101,79 @@ pub async fn build_with_leader(
     })
 }
 
+/// The service stack every client of the process uses: kube's default stack plus the guard.
+type Stack =
+    Guard<tower::util::BoxService<Request<Body>, Response<hyper::body::Incoming>, BoxError>>;
+
 fn with_layer(
-    mut config: kube::Config,
+    config: kube::Config,
     user_agent: &str,
     layer: &GuardLayer,
 ) -> anyhow::Result<kube::Client> {
+    Ok(counting(config, user_agent, layer)?.shared())
+}
+
+fn counting(
+    mut config: kube::Config,
+    user_agent: &str,
+    layer: &GuardLayer,
+) -> anyhow::Result<Counting> {
     let agent = http::HeaderValue::from_str(user_agent).map_err(|e| {
         anyhow::anyhow!("user agent {user_agent:?} is not a valid header value: {e}")
     })?;
     config.headers.push((http::header::USER_AGENT, agent));
-    let default_ns = config.default_namespace.clone();
-    Ok(ClientBuilder::new(base_service(&config)?, default_ns)
-        .with_layer(layer)
-        .build())
+    Ok(Counting {
+        stack: layer.layer(base_service(&config)?),
+        default_ns: config.default_namespace.clone(),
+    })
+}
+
+/// Makes clients over one shared stack (connection pool, token bucket, gate, metrics); a
+/// [`Counting::counted`] client also counts its own requests, so a reconcile can say how many
+/// API calls it cost. Cheap to clone.
+#[derive(Clone)]
+pub struct Counting {
+    stack: Stack,
+    default_ns: String,
+}
+
+impl Counting {
+    /// A client over the shared stack.
+    pub fn shared(&self) -> kube::Client {
+        kube::Client::new(self.stack.clone(), self.default_ns.clone())
+    }
+
+    /// A client over the shared stack counting the requests made through it (one small
+    /// buffer task per client, ended when it is dropped).
+    pub fn counted(&self) -> (kube::Client, Arc<AtomicU32>) {
+        let counter = Arc::new(AtomicU32::new(0));
+        let svc = Counted {
+            inner: self.stack.clone(),
+            counter: counter.clone(),
+        };
+        (kube::Client::new(svc, self.default_ns.clone()), counter)
+    }
+}
+
+/// Counts requests, then hands them to the shared stack.
+struct Counted {
+    inner: Stack,
+    counter: Arc<AtomicU32>,
+}
+
+impl Service<Request<Body>> for Counted {
+    type Response = <Stack as Service<Request<Body>>>::Response;
+    type Error = BoxError;
+    type Future = <Stack as Service<Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(req)
+    }
 }
 
 /// kube's default stack, but with `TCP_NODELAY`: without it, a request written in two segments
@@ -288,8 +353,6 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // `call` runs in the caller's task: a reconcile's worker sees its own requests.
-        let _ = API_CALLS.try_with(|c| c.set(c.get() + 1));
         let mut inner = self.inner.clone();
         let layer = self.layer.clone();
         Box::pin(async move {
@@ -339,22 +402,6 @@ where
             result
         })
     }
-}
-
-tokio::task_local! {
-    /// API requests made by the current task, when it counts them: a worker runs each
-    /// reconcile inside [`count_calls`] so its span can say how many calls it cost.
-    static API_CALLS: std::cell::Cell<u32>;
-}
-
-/// Runs `f`, returning its output and the API requests it made (in this task).
-pub async fn count_calls<F: Future>(f: F) -> (F::Output, u32) {
-    API_CALLS
-        .scope(std::cell::Cell::new(0), async move {
-            let out = f.await;
-            (out, API_CALLS.with(|c| c.get()))
-        })
-        .await
 }
 
 #[cfg(test)]

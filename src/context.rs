@@ -24,6 +24,8 @@ pub struct Context {
     pub events: Recorder,
     /// API resources in use.
     pub kinds: Arc<Kinds>,
+    /// Makes per-reconcile clients that count their requests (None: `client` is used as is).
+    pub counting: Option<crate::client::Counting>,
 }
 
 /// The API resources the flows touch.

@@ -504,39 +504,53 @@ impl Engine {
     async fn worker(&self, _id: usize) {
         while let Some(item) = self.queue.next().await {
             let range = shard::range_of(&item.name, self.shard().index.range_count());
+            // Signed integers: OpenTelemetry exports unsigned span fields as text.
             let span = info_span!(
                 "reconcile",
                 namespace = %item.name,
-                range,
+                range = i64::from(range),
                 action = tracing::field::Empty,
                 outcome = tracing::field::Empty,
                 api_calls = tracing::field::Empty,
             );
-            let (retry, calls) =
-                crate::client::count_calls(self.process(&item).instrument(span.clone())).await;
-            span.record("api_calls", calls);
+            // A client of its own that counts this reconcile's requests (same shared stack).
+            let (ctx, calls) = match &self.ctx.counting {
+                Some(counting) => {
+                    let (client, calls) = counting.counted();
+                    let ctx = Context {
+                        client,
+                        ..self.ctx.clone()
+                    };
+                    (ctx, Some(calls))
+                }
+                None => (self.ctx.clone(), None),
+            };
+            let retry = self.process(&ctx, &item).instrument(span.clone()).await;
+            if let Some(calls) = calls {
+                span.record("api_calls", i64::from(calls.load(Ordering::Relaxed)));
+            }
             self.queue.done(&item, retry);
         }
     }
 
     /// Runs one item; returns the retry delay on failure.
-    async fn process(&self, item: &Item) -> Option<Duration> {
+    async fn process(&self, ctx: &Context, item: &Item) -> Option<Duration> {
         let name = item.name.as_str();
         if !self.owns(name) || self.ctx.cfg.is_protected(name) {
             return None; // Handed over while queued, or never ours to touch.
         }
         let started = tokio::time::Instant::now();
         let (action, result) = match &item.work {
-            Work::Reconcile(view) => self.reconcile(view).await,
-            Work::Check => match flows::get_namespace_with_date(&self.ctx, name).await {
+            Work::Reconcile(view) => self.reconcile(ctx, view).await,
+            Work::Check => match flows::get_namespace_with_date(ctx, name).await {
                 Ok(None) => {
                     self.forget(name);
                     ("forget", Ok(Outcome::Superseded))
                 }
-                Ok(Some((view, _))) => self.reconcile(&view).await,
+                Ok(Some((view, _))) => self.reconcile(ctx, &view).await,
                 Err(e) => ("check", Err(e)),
             },
-            Work::Expire => ("expire", flows::expire(&self.ctx, name).await),
+            Work::Expire => ("expire", flows::expire(ctx, name).await),
             Work::Warn => {
                 self.warn_expiry(name).await;
                 ("warn", Ok(Outcome::Superseded))
@@ -577,20 +591,24 @@ impl Engine {
         }
     }
 
-    async fn reconcile(&self, view: &NamespaceView) -> (&'static str, Result<Outcome, FlowError>) {
+    async fn reconcile(
+        &self,
+        ctx: &Context,
+        view: &NamespaceView,
+    ) -> (&'static str, Result<Outcome, FlowError>) {
         match state::decide(view, now_secs()) {
             Decision::Lock => {
                 if self.lock_already_done(view) {
                     return ("skip", Ok(Outcome::Superseded));
                 }
                 self.expect_bucketing(view);
-                ("lock", flows::lock(&self.ctx, view).await)
+                ("lock", flows::lock(ctx, view).await)
             }
             Decision::Unlock => {
                 self.expect_bucketing(view);
-                ("unlock", flows::unlock(&self.ctx, view).await)
+                ("unlock", flows::unlock(ctx, view).await)
             }
-            Decision::Expire { .. } => ("expire", flows::expire(&self.ctx, &view.name).await),
+            Decision::Expire { .. } => ("expire", flows::expire(ctx, &view.name).await),
             Decision::Locked { deadline } => {
                 self.record(&view.name, Status::Locked, deadline);
                 ("record", Ok(Outcome::Superseded))

@@ -45,6 +45,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg: cfg.clone(),
         metrics: metrics.clone(),
         kinds: Arc::new(kinds),
+        counting: Some(clients.counting.clone()),
     };
     // Singleton duties write with their own User-Agent (same token bucket).
     let leader_ctx = Context {
@@ -54,6 +55,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             &cfg.controller_namespace,
         ),
         client: leader_client,
+        counting: None,
         ..ctx.clone()
     };
     // No ranges until the Lease protocol hands them out (a single replica claims them all).
