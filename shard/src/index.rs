@@ -894,7 +894,7 @@ impl NamespaceIndex {
     }
 
     fn erase_from_table(&mut self, id: u32, slot: Slot) {
-        let hash = hash_name(slot_name(&self.arena, slot));
+        let hash = xxh3_64(self.arena.bytes(slot.off, slot.len()));
         if let Some(bucket) = self.table.bucket_of(hash, id) {
             self.table.erase(bucket);
         }
@@ -1681,6 +1681,20 @@ mod tests {
             }
             listed.sort();
             assert!(listed.iter().eq(present.iter()), "round {round}");
+        }
+    }
+
+    #[test]
+    fn same_bytes_sees_every_byte() {
+        for len in 1..=MAX_NAME_LEN {
+            let a: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&a, &a.clone()), "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "length {len}, byte {at}");
+            }
+            assert!(!same_bytes(&a, &a[..len - 1]), "{len}");
         }
     }
 

@@ -18,7 +18,15 @@
 //!   a non-matching fingerprint without touching the entry, so a probe sequence reads
 //!   consecutive 4-byte words and rarely anything else;
 //! * neither uses the top bits that pick the hash *range*, so an index that holds only a
-//!   few ranges still spreads over the whole table.
+//!   few ranges still spreads over the whole table;
+//! * a removal leaves a tombstone, unless the next bucket is empty: then the bucket and
+//!   the tombstones before it become empty. Backward-shift deletion (no tombstones at
+//!   all) would need the home bucket of each entry after the hole, which a 4-byte bucket
+//!   has no room to hold (its fingerprint has fewer bits than a bucket position), and
+//!   finding it by rehashing each neighbour's name would read that neighbour's slot and
+//!   name: two more cache misses per removal than the tombstone costs;
+//! * the table shrinks (a rebuild) when under 1/16 full, so a mass removal rehashes
+//!   about a sixth of what it removes.
 
 /// Empty bucket.
 const EMPTY: u32 = 0;
