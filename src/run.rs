@@ -66,10 +66,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         renew_deadline: cfg.renew_deadline,
         retry_period: cfg.retry_period,
     };
+    let liveness = crate::sharding::Liveness::new(cfg.lease_duration);
     let mut sharding = tokio::spawn(crate::sharding::run(
         ctx.clone(),
         leader_ctx,
         (clients.main_gate, clients.leader_gate),
+        liveness.clone(),
         engine.clone(),
         timing,
         cfg.ranges,
@@ -92,7 +94,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(crate::http::serve(
             addr,
             Arc::new(move |path: &str| match path {
-                "/healthz" => (200, "ok\n".into()),
+                // Alive: the Lease protocol runs and the member Lease is being renewed.
+                "/healthz" => match liveness.check() {
+                    Ok(()) => (200, "ok\n".into()),
+                    Err(why) => (503, format!("{why}\n")),
+                },
                 // Ready once it owns ranges and has listed their namespaces. (More replicas than
                 // ranges would leave some never ready: keep replicas ≤ --ranges.)
                 "/readyz" if e.is_synced() && !e.owned().is_empty() => (200, "ok\n".into()),

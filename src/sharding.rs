@@ -37,12 +37,78 @@ pub struct Timing {
 /// Lease names start with this.
 pub const LEASE_PREFIX: &str = "block-controller";
 
+/// What `/healthz` needs to know of the protocol: that its loop runs and that the member lease
+/// keeps being renewed. Cheap to clone.
+#[derive(Clone)]
+pub struct Liveness {
+    inner: std::sync::Arc<std::sync::Mutex<LivenessState>>,
+    lease_duration: Duration,
+}
+
+struct LivenessState {
+    started: std::time::Instant,
+    /// The protocol loop's last turn (it turns at least every retry period).
+    last_turn: std::time::Instant,
+    /// The last work deadline seen: renewals push it forward.
+    work_deadline: Option<std::time::Instant>,
+}
+
+impl Liveness {
+    /// A process that just started.
+    pub fn new(lease_duration: Duration) -> Liveness {
+        let now = std::time::Instant::now();
+        Liveness {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(LivenessState {
+                started: now,
+                last_turn: now,
+                work_deadline: None,
+            })),
+            lease_duration,
+        }
+    }
+
+    fn turn(&self, work_deadline: Option<std::time::Instant>) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_turn = std::time::Instant::now();
+        if work_deadline.is_some() {
+            s.work_deadline = work_deadline;
+        }
+    }
+
+    /// `Err(why)` when the process should be restarted: the protocol loop stalled for a lease
+    /// duration, or the member lease went unrenewed for a lease duration past its work
+    /// deadline (or was never acquired within three lease durations of the start). An API server that is
+    /// down for that long fails every replica's check; a restart then costs nothing more.
+    pub fn check(&self) -> Result<(), String> {
+        let s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let d = self.lease_duration;
+        if now.duration_since(s.last_turn) > d {
+            return Err(format!(
+                "the Lease protocol loop has not run for {:?}",
+                now.duration_since(s.last_turn)
+            ));
+        }
+        match s.work_deadline {
+            Some(deadline) if now > deadline + d => Err(format!(
+                "the member Lease has not been renewed for {:?} past the renew deadline",
+                now.duration_since(deadline)
+            )),
+            None if now.duration_since(s.started) > 3 * d => {
+                Err("no member Lease acquired since start".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The engine and the singleton duties, as the protocol's host.
 struct Replica {
     ctx: Context,
     leader_ctx: Context,
     /// The write gates of the range-work and leader clients.
     gates: (WriteGate, WriteGate),
+    liveness: Liveness,
     engine: Engine,
     duties: Option<tokio::task::JoinHandle<()>>,
 }
@@ -102,6 +168,7 @@ impl Host for Replica {
     fn deadlines(&self, work: Option<std::time::Instant>, leader: Option<std::time::Instant>) {
         self.gates.0.set(work);
         self.gates.1.set(leader);
+        self.liveness.turn(work);
     }
 
     fn unclaimed(&self, ranges: u32) {
@@ -144,6 +211,7 @@ pub async fn run(
     ctx: Context,
     leader_ctx: Context,
     gates: (WriteGate, WriteGate),
+    liveness: Liveness,
     engine: Engine,
     timing: Timing,
     ranges: shard::RangeCount,
@@ -167,9 +235,49 @@ pub async fn run(
         ctx,
         leader_ctx,
         gates,
+        liveness,
         engine,
         duties: None,
     };
     lease::driver::run(client, &namespace, config, &mut host, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn liveness(started_ago: u64, turn_ago: u64, deadline_ago: Option<i64>) -> Liveness {
+        let l = Liveness::new(Duration::from_secs(15));
+        let now = std::time::Instant::now();
+        {
+            let mut s = l.inner.lock().expect("lock");
+            s.started = now - Duration::from_secs(started_ago);
+            s.last_turn = now - Duration::from_secs(turn_ago);
+            s.work_deadline = deadline_ago.map(|a| {
+                if a >= 0 {
+                    now - Duration::from_secs(a as u64)
+                } else {
+                    now + Duration::from_secs((-a) as u64)
+                }
+            });
+        }
+        l
+    }
+
+    #[test]
+    fn healthy_while_renewing() {
+        assert!(liveness(100, 1, Some(-8)).check().is_ok());
+        // Renewals failing, but not for long: still alive (work already stopped).
+        assert!(liveness(100, 1, Some(10)).check().is_ok());
+        // Just started, not yet a member.
+        assert!(liveness(5, 1, None).check().is_ok());
+    }
+
+    #[test]
+    fn unhealthy_when_stalled_or_not_renewing() {
+        assert!(liveness(100, 20, Some(-8)).check().is_err(), "loop stalled");
+        assert!(liveness(100, 1, Some(16)).check().is_err(), "not renewed");
+        assert!(liveness(50, 1, None).check().is_err(), "never joined");
+    }
 }
