@@ -61,11 +61,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // No ranges until the Lease protocol hands them out (a single replica claims them all).
     let engine = Engine::new(ctx.clone(), cfg.ranges, &RangeSet::new(cfg.ranges));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let timing = crate::sharding::Timing {
-        lease_duration: cfg.lease_duration,
-        renew_deadline: cfg.renew_deadline,
-        retry_period: cfg.retry_period,
-    };
     let liveness = crate::sharding::Liveness::new(cfg.lease_duration);
     let mut sharding = tokio::spawn(crate::sharding::run(
         ctx.clone(),
@@ -73,8 +68,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         (clients.main_gate, clients.leader_gate),
         liveness.clone(),
         engine.clone(),
-        timing,
-        cfg.ranges,
         stop_rx,
     ));
 

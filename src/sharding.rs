@@ -23,17 +23,6 @@ use crate::client::WriteGate;
 use crate::context::Context;
 use crate::engine::Engine;
 
-/// Timing of the protocol (client-go's leader-election defaults).
-#[derive(Clone, Debug)]
-pub struct Timing {
-    /// Unrenewed for this long (by the observer's clock): the holder is gone.
-    pub lease_duration: Duration,
-    /// A holder that could not renew for this long stops all work.
-    pub renew_deadline: Duration,
-    /// Renew interval.
-    pub retry_period: Duration,
-}
-
 /// Lease names start with this.
 pub const LEASE_PREFIX: &str = "block-controller";
 
@@ -213,10 +202,10 @@ pub async fn run(
     gates: (WriteGate, WriteGate),
     liveness: Liveness,
     engine: Engine,
-    timing: Timing,
-    ranges: shard::RangeCount,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Timing flags: client-go's leader-election defaults (15 s / 10 s / 2 s).
+    let ranges = ctx.cfg.ranges;
     let instance = format!("{:08x}", rand::random::<u32>());
     let mut config = lease::Config::new(
         ctx.cfg.identity.clone(),
@@ -224,9 +213,9 @@ pub async fn run(
         LEASE_PREFIX,
         ranges.get(),
     )?;
-    config.lease_duration = timing.lease_duration;
-    config.renew_deadline = timing.renew_deadline;
-    config.retry_period = timing.retry_period;
+    config.lease_duration = ctx.cfg.lease_duration;
+    config.renew_deadline = ctx.cfg.renew_deadline;
+    config.retry_period = ctx.cfg.retry_period;
     config.request_timeout = ctx.cfg.api_timeout;
     ctx.metrics.set_ranges(ranges.get());
     let namespace = ctx.cfg.controller_namespace.clone();
