@@ -7,11 +7,28 @@
 //! - `idle`: with `--namespaces` managed namespaces (locked-and-complete or active), the API calls
 //!   the controller makes at start-up and per minute while nothing changes.
 //!
+//! - `run`: the full profile (default 100,000 namespaces, 3 replicas): creates or resumes the
+//!   population, starts the replicas, runs idle, label bursts, a 10,000-namespace BlockRequest,
+//!   expiries, scale R→R+1→R−1, `kill -9`, a graceful restart and the raw-capacity probe; checks
+//!   for lost work and overlapping ownership (audit log); writes `result.json`, `report.md` and SVG
+//!   charts. Exits non-zero when a check fails.
+//!
 //! Build first: `cargo build --release -p block-controller -p loadtest`, then e.g.
-//! `target/release/loadtest latency --runs 200`.
+//! `target/release/loadtest latency --runs 200` or `target/release/loadtest run`.
 
+mod capacity;
 mod cluster;
+mod fleet;
+mod names;
+mod population;
+mod progress;
+mod prom;
+mod report;
+mod run;
+mod sampler;
 mod stats;
+mod svg;
+mod tracker;
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +86,9 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// The full profile: population, replicas, scenarios, checks, report (see `run --help`).
+    #[command(alias = "full")]
+    Run(Box<run::RunArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +132,13 @@ fn main() -> anyhow::Result<()> {
                     duration,
                 )
                 .await
+            }
+            Command::Run(args) => {
+                let passed = run::run(*args, cli.use_kubeconfig, cli.controller_arg).await?;
+                if !passed {
+                    std::process::exit(1);
+                }
+                Ok(())
             }
         }
     })
