@@ -117,6 +117,11 @@ pub struct Flags {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub retry_period: Duration,
 
+    /// The leader deletes the member Lease of a replica that left for good (scaled away, or
+    /// dead and fenced) once it stayed unchanged this long.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub member_lease_gc_after: Duration,
+
     /// Also set `requests.storage: 0` in the lock quota.
     #[arg(long, default_value_t = false)]
     pub quota_requests_storage: bool,
@@ -180,6 +185,8 @@ pub struct Config {
     pub renew_deadline: Duration,
     /// Renew interval.
     pub retry_period: Duration,
+    /// Member Leases of departed replicas are deleted after this.
+    pub member_lease_gc_after: Duration,
     /// Workload list page size.
     pub list_page_size: u32,
 }
@@ -345,6 +352,7 @@ impl Config {
             lease_duration: f.lease_duration,
             renew_deadline: f.renew_deadline,
             retry_period: f.retry_period,
+            member_lease_gc_after: f.member_lease_gc_after,
             list_page_size: f.list_page_size,
         })
     }

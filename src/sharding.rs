@@ -216,6 +216,7 @@ pub async fn run(
     config.lease_duration = ctx.cfg.lease_duration;
     config.renew_deadline = ctx.cfg.renew_deadline;
     config.retry_period = ctx.cfg.retry_period;
+    config.member_gc_after = ctx.cfg.member_lease_gc_after;
     config.request_timeout = ctx.cfg.api_timeout;
     ctx.metrics.set_ranges(ranges.get());
     let namespace = ctx.cfg.controller_namespace.clone();

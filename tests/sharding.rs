@@ -56,6 +56,7 @@ impl Replica {
             .args([
                 "--renew-deadline=4s",
                 "--retry-period=1s",
+                "--member-lease-gc-after=10s",
                 "--api-timeout=1500ms",
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
@@ -390,6 +391,28 @@ async fn replicas_scale_crash_pause_and_hand_over_without_overlap() {
         })
         .await;
     }
+
+    // The leader removes the member Leases of the replicas that left (SIGTERM) or died
+    // (kill -9, then fenced): only the two live ones stay.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), common::CONTROLLER_NAMESPACE);
+    common::eventually(
+        Duration::from_secs(60),
+        "member Leases of departed replicas removed",
+        || async {
+            let names: Vec<String> = leases
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|l| l.metadata.name)
+                .filter(|n| n.starts_with("block-controller-member-"))
+                .collect();
+            (names.len() == 2).then_some(())
+        },
+    )
+    .await;
 
     // Traffic stops; every requested state is reached.
     stop.store(true, Ordering::Relaxed);

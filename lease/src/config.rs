@@ -71,6 +71,10 @@ pub struct Config {
     /// rolling restart) in the assignment, so its ranges wait for its next incarnation
     /// instead of moving twice. Default: the lease duration.
     pub restart_grace: Duration,
+    /// The leader deletes the member lease of an identity that left for good (released with
+    /// the leaving flag, or fenced) once it has stayed so, unchanged, this long: scale-downs
+    /// leave no clutter behind. Default 10 minutes.
+    pub member_gc_after: Duration,
     /// Unix time in microseconds at this member's [`Instant::ZERO`](crate::Instant::ZERO).
     /// Written renew times are this plus the member's clock, so `kubectl` shows plausible
     /// times; the protocol itself only compares them for equality. Default 0.
@@ -95,6 +99,7 @@ impl Config {
             retry_period: Duration::from_secs(2),
             request_timeout: Duration::from_secs(4),
             restart_grace: Duration::from_secs(15),
+            member_gc_after: Duration::from_secs(600),
             wall_clock_at_origin_micros: 0,
         })
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use serde_json::json;
@@ -146,7 +146,7 @@ fn outcome_label(outcome: &WriteOutcome) -> &'static str {
     }
 }
 
-/// Sends one write; the result comes back on `results`.
+/// Sends one write and returns its outcome.
 async fn send(
     api: Api<DynamicObject>,
     namespace: String,
@@ -156,6 +156,21 @@ async fn send(
     let (id, create, lease) = match req {
         Request::Create { id, lease } => (id, true, lease),
         Request::Update { id, lease } => (id, false, lease),
+        Request::Delete { id, lease } => {
+            // Delete with the version seen as a precondition: compare-and-delete.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: Some(lease.resource_version.clone()),
+                    uid: None,
+                }),
+                ..DeleteParams::default()
+            };
+            let outcome = match api.delete(&lease.name, &params).await {
+                Ok(_) => WriteOutcome::Ok(LeaseRecord::new(lease.name, "")),
+                Err(e) => outcome_of(Err(e)),
+            };
+            return (id, outcome);
+        }
     };
     let mut record = lease;
     if create {
@@ -209,7 +224,9 @@ pub async fn run<H: Host>(
         // Outputs first: writes, then events.
         while let Some(req) = machine.poll_request() {
             let lease_name = match &req {
-                Request::Create { lease, .. } | Request::Update { lease, .. } => &lease.name,
+                Request::Create { lease, .. }
+                | Request::Update { lease, .. }
+                | Request::Delete { lease, .. } => &lease.name,
             };
             let kind = match machine.config().lease_kind(lease_name) {
                 Some(LeaseKind::Member(_)) => "member",

@@ -253,6 +253,11 @@ enum Pending {
         range: u32,
         expected: String,
     },
+    /// The leader removes the member lease of an identity gone for good.
+    Remove {
+        identity: String,
+        expected: String,
+    },
 }
 
 /// The sans-I/O protocol machine of one member: fed observations, write results and time;
@@ -616,6 +621,16 @@ impl Machine {
                 epoch,
             } => self.claim_result(now, range, expected, epoch, outcome),
             Pending::Release { range, expected } => self.release_result(range, expected, outcome),
+            Pending::Remove { identity, expected } => {
+                if let Some(obs) = self.members.get_mut(&identity) {
+                    obs.busy = None;
+                    match outcome {
+                        WriteOutcome::Failed => obs.retry_at = Some(self.failure_retry),
+                        // Deleted, or changed meanwhile: never again against this version.
+                        _ => obs.moved_past(Some(&expected)),
+                    }
+                }
+            }
         }
         self.step();
     }
@@ -1028,6 +1043,7 @@ impl Machine {
         }
         self.plan_member(now);
         self.plan_leader(now);
+        self.plan_member_gc(now);
         self.plan_ranges(now);
         // A member chain that ended while planning ranges needs another member pass (e.g.
         // to release the member lease once the last range is drained).
@@ -1335,6 +1351,49 @@ impl Machine {
             .chain
             .as_ref()
             .map(|c| c.renewed_sent + self.config.renew_deadline)
+    }
+
+    /// Leader duty: delete member leases of identities gone for good (released while leaving,
+    /// or fenced), unchanged for [`Config::member_gc_after`]. A delete carries the version
+    /// seen, so a member that came back meanwhile keeps its lease. O(N).
+    fn plan_member_gc(&mut self, now: Instant) {
+        if !self.is_leader(now) || self.leader_release_at.is_some() {
+            return;
+        }
+        let gc_after = self.config.member_gc_after;
+        let gone: Vec<(String, String)> = self
+            .members
+            .iter()
+            .filter(|(identity, obs)| {
+                **identity != self.config.identity
+                    && obs.busy.is_none()
+                    && !obs.blocked()
+                    && obs.retry_at.is_none_or(|t| now >= t)
+                    && now >= obs.since + gc_after
+                    && obs
+                        .record
+                        .as_ref()
+                        .is_some_and(|r| r.holder().is_none() && r.leaving)
+            })
+            .filter_map(|(identity, obs)| {
+                let rv = obs.record.as_ref()?.resource_version.clone();
+                Some((identity.clone(), rv))
+            })
+            .collect();
+        for (identity, rv) in gone {
+            let id = self.next_request_id();
+            let lease = LeaseRecord::new(self.config.member_lease_name(&identity), rv);
+            let pending = Pending::Remove {
+                identity: identity.clone(),
+                expected: lease.resource_version.clone(),
+            };
+            self.pending.insert(id, (now, pending));
+            self.requests.push_back(Request::Delete { id, lease });
+            if let Some(obs) = self.members.get_mut(&identity) {
+                obs.busy = Some(id);
+                obs.retry_at = None;
+            }
+        }
     }
 
     /// The member identities the assignment is computed over, as this member sees them.
@@ -1756,6 +1815,9 @@ impl Machine {
             }
             if let Some(t) = obs.retry_at {
                 at(t);
+            }
+            if self.leader.chain.is_some() {
+                at(obs.since + cfg.member_gc_after);
             }
             match &obs.record {
                 Some(record) if record.holder().is_some() => at(obs.since + self.expiry_of(record)),

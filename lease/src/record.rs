@@ -100,20 +100,33 @@ pub enum Request {
         /// The new content, with the *expected* resourceVersion.
         lease: LeaseRecord,
     },
+    /// Delete the lease if its resourceVersion is still `lease.resource_version` (a DELETE
+    /// with that precondition; `Conflict` otherwise, `NotFound` when already gone). Only the
+    /// leader sends it, for member leases of identities gone for good.
+    Delete {
+        /// The request's id.
+        id: RequestId,
+        /// The lease's name and *expected* resourceVersion (other fields unused).
+        lease: LeaseRecord,
+    },
 }
 
 impl Request {
     /// The request's id.
     pub fn id(&self) -> RequestId {
         match self {
-            Request::Create { id, .. } | Request::Update { id, .. } => *id,
+            Request::Create { id, .. }
+            | Request::Update { id, .. }
+            | Request::Delete { id, .. } => *id,
         }
     }
 
     /// The lease to write.
     pub fn lease(&self) -> &LeaseRecord {
         match self {
-            Request::Create { lease, .. } | Request::Update { lease, .. } => lease,
+            Request::Create { lease, .. }
+            | Request::Update { lease, .. }
+            | Request::Delete { lease, .. } => lease,
         }
     }
 }

@@ -68,8 +68,12 @@ impl Rig {
             let outcome = self.server.apply(&request);
             self.m
                 .handle_write_result(now, request.id(), outcome.clone());
-            if let WriteOutcome::Ok(stored) = outcome {
-                self.m.handle_observed(now, stored);
+            match (outcome, &request) {
+                (WriteOutcome::Ok(_), Request::Delete { lease, .. }) => {
+                    self.m.handle_deleted(now, &lease.name)
+                }
+                (WriteOutcome::Ok(stored), _) => self.m.handle_observed(now, stored),
+                _ => {}
             }
         }
         self.take_events();
@@ -210,6 +214,47 @@ fn unclaimed_counts_ranges_nobody_may_work_on() {
         }
     }
     assert_eq!(rig.m.unclaimed(at(14.0)), R);
+}
+
+#[test]
+fn the_leader_removes_member_leases_of_identities_gone_for_good() {
+    let mut server = Server::default();
+    let mut gone = lease("bc-member-m-9", None);
+    gone.leaving = true;
+    let gone = store(&mut server, gone);
+    // Released without leaving: a restart in progress, kept.
+    store(&mut server, lease("bc-member-m-8", None));
+    let mut rig = Rig::with_server("m-0", "a1", server);
+    rig.list(at(0.0));
+    let deletes = |rig: &Rig| -> Vec<LeaseRecord> {
+        rig.sent
+            .iter()
+            .filter_map(|r| match r {
+                Request::Delete { lease, .. } => Some(lease.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    for k in 1..=14 {
+        rig.timeout(at(2.0 * f64::from(k)));
+    }
+    assert!(
+        deletes(&rig).is_empty(),
+        "not before member_gc_after (30 s)"
+    );
+    for k in 15..=20 {
+        rig.timeout(at(2.0 * f64::from(k)));
+    }
+    let sent = deletes(&rig);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].name, "bc-member-m-9");
+    assert_eq!(
+        sent[0].resource_version, gone.resource_version,
+        "a precondition"
+    );
+    assert!(!rig.server.leases.contains_key("bc-member-m-9"));
+    assert!(rig.server.leases.contains_key("bc-member-m-8"));
+    assert_eq!(rig.m.owned(at(40.0)), all(), "work goes on");
 }
 
 #[test]

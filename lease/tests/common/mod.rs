@@ -111,6 +111,20 @@ impl Server {
                 }
                 Some(_) => self.store(lease),
             },
+            Request::Delete { lease, .. } => match self.leases.get(&lease.name) {
+                None => WriteOutcome::NotFound,
+                Some(current) if current.resource_version != lease.resource_version => {
+                    WriteOutcome::Conflict
+                }
+                Some(_) => {
+                    self.leases.remove(&lease.name);
+                    self.next_rv += 1;
+                    WriteOutcome::Ok(LeaseRecord::new(
+                        lease.name.clone(),
+                        self.next_rv.to_string(),
+                    ))
+                }
+            },
         }
     }
 
@@ -353,6 +367,8 @@ pub enum Action {
 pub fn config(identity: &str, instance: &str, prefix: &str, ranges: u32) -> Config {
     let mut c = Config::new(identity, instance, prefix, ranges).unwrap();
     c.request_timeout = REQUEST_TIMEOUT;
+    // Short, so random schedules exercise the leader's removal of departed members' leases.
+    c.member_gc_after = std::time::Duration::from_secs(30);
     c
 }
 
@@ -754,6 +770,7 @@ impl Sim {
                 match request {
                     Request::Create { .. } => "create",
                     Request::Update { .. } => "update",
+                    Request::Delete { .. } => "delete",
                 },
                 l.name,
                 l.resource_version,
@@ -795,6 +812,7 @@ impl Sim {
     fn arrive(&mut self, node: usize, request: Request, sent: u64, timeout_at: u64) {
         debug_assert!(self.now <= sent + LAND_LIMIT);
         let outcome = self.server.apply(&request);
+        let deleted = matches!(request, Request::Delete { .. });
         if let WriteOutcome::Ok(stored) = &outcome {
             if self.trace {
                 self.note(format!(
@@ -812,7 +830,7 @@ impl Sim {
                     Ev::Watch {
                         node: other,
                         name: stored.name.clone(),
-                        record: Some(stored.clone()),
+                        record: (!deleted).then(|| stored.clone()),
                     },
                 );
             }
