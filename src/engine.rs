@@ -497,6 +497,11 @@ impl Engine {
                     .set_index(s.index.len(), locked, s.index.scheduled());
             }
             self.ctx.metrics.set_queue_depth(self.queue.len());
+            self.ctx.metrics.set_tasks(
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks(),
+            );
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }

@@ -27,6 +27,7 @@ struct Inner {
     reconcile_latency: HistogramVec,
     event_to_done: HistogramVec,
     queue_depth: IntGauge,
+    tasks: IntGauge,
     indexed: IntGauge,
     locked: IntGauge,
     owned_ranges: IntGauge,
@@ -165,6 +166,10 @@ impl Metrics {
             "queue_depth",
             "Namespaces waiting for a worker",
         ));
+        let tasks = must(IntGauge::new(
+            "tokio_tasks",
+            "Tasks alive in the async runtime (workers, watches, requests in flight)",
+        ));
         let indexed = must(IntGauge::new(
             "indexed_namespaces",
             "Namespaces in this replica's index",
@@ -248,6 +253,7 @@ impl Metrics {
             Box::new(reconcile_latency.clone()),
             Box::new(event_to_done.clone()),
             Box::new(queue_depth.clone()),
+            Box::new(tasks.clone()),
             Box::new(indexed.clone()),
             Box::new(locked.clone()),
             Box::new(owned_ranges.clone()),
@@ -280,6 +286,7 @@ impl Metrics {
                 reconcile_latency,
                 event_to_done,
                 queue_depth,
+                tasks,
                 indexed,
                 locked,
                 owned_ranges,
@@ -337,6 +344,11 @@ impl Metrics {
     /// Current queue depth.
     pub fn set_queue_depth(&self, n: usize) {
         self.inner.queue_depth.set(n as i64);
+    }
+
+    /// Tasks alive in the runtime.
+    pub fn set_tasks(&self, n: usize) {
+        self.inner.tasks.set(n as i64);
     }
 
     /// Current index figures.
