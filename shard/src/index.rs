@@ -620,24 +620,22 @@ impl NamespaceIndex {
             self.slots.len() as u32
         };
         let rebuild = self.table.is_full() || !self.table.fits_id(id);
-        if id == self.slots.len() as u32 {
-            self.slots.push(FREE);
-        } else {
-            self.free_head = self.slots.at(id).off;
-        }
         if self.heads.is_empty() {
             self.heads = vec![NO_LINK; self.count.get() as usize];
         }
         let head = &mut self.heads[self.count.range_of_hash(hash) as usize];
-        self.slots.set(
-            id,
-            Slot {
-                off,
-                meta: name.len() as u8 | (status.bits() << 6),
-                link: *head,
-            },
-        );
+        let slot = Slot {
+            off,
+            meta: name.len() as u8 | (status.bits() << 6),
+            link: *head,
+        };
         *head = id;
+        if id == self.slots.len() as u32 {
+            self.slots.push(slot);
+        } else {
+            self.free_head = self.slots.key(id).0;
+            self.slots.set(id, slot);
+        }
         self.live += 1;
         if rebuild {
             // Places the new entry too.
