@@ -27,6 +27,7 @@ use crate::api::{
 };
 use crate::config::is_dns_label;
 use crate::context::Context;
+use crate::pages::Pages;
 
 /// Label on a namespace naming (by uid) the BlockRequest that last set its status label.
 pub const REQUEST_UID_LABEL: &str = "core.clawcloud.run/request-uid";
@@ -171,12 +172,8 @@ async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
 
     if let Some(selector) = &br.spec.namespace_selector {
         let selector = selector_string(selector)?;
-        let mut token: Option<String> = None;
-        loop {
-            let mut lp = ListParams::default().labels(&selector).limit(500);
-            if let Some(t) = &token {
-                lp = lp.continue_token(t);
-            }
+        let mut pages = Pages::new(ListParams::default().labels(&selector).limit(500));
+        while let Some(lp) = pages.next_params() {
             let page = ns_api
                 .list_metadata(&lp)
                 .await
@@ -184,6 +181,7 @@ async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
                     what: format!("listing namespaces matching {selector:?}"),
                     source,
                 })?;
+            pages.advance(&page.metadata);
             let batch: Vec<_> = page
                 .items
                 .into_iter()
@@ -207,10 +205,6 @@ async fn apply(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
                 .collect()
                 .await;
             results.extend(outcomes);
-            match page.metadata.continue_ {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
         }
     }
 
@@ -309,13 +303,9 @@ async fn cleanup(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
     let uid = br.uid().unwrap_or_default();
     let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
     let selector = format!("{REQUEST_UID_LABEL}={uid},{STATUS_LABEL}=locked");
-    let mut token: Option<String> = None;
     let mut unlocked = 0usize;
-    loop {
-        let mut lp = ListParams::default().labels(&selector).limit(500);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
+    let mut pages = Pages::new(ListParams::default().labels(&selector).limit(500));
+    while let Some(lp) = pages.next_params() {
         let page = ns_api
             .list_metadata(&lp)
             .await
@@ -323,6 +313,7 @@ async fn cleanup(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
                 what: "listing namespaces locked by the request".into(),
                 source,
             })?;
+        pages.advance(&page.metadata);
         for m in page.items {
             let Some(name) = m.metadata.name else {
                 continue;
@@ -344,10 +335,6 @@ async fn cleanup(ctx: &Context, br: &BlockRequest) -> Result<Requeue, Error> {
                     })
                 }
             }
-        }
-        match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
         }
     }
     info!(request = %br.name_any(), unlocked, "locking blockrequest deleted; its namespaces unlocked");

@@ -23,6 +23,7 @@ use crate::api::{
 use crate::bucket::{bucket_value, BUCKET_LABEL};
 use crate::context::Context;
 use crate::events::EventKind;
+use crate::pages::Pages;
 use crate::state::{self, NamespaceView, LOCKED_AT_ANNOTATION};
 
 /// Why a flow stopped; every variant is retried with backoff by the work queue.
@@ -475,24 +476,18 @@ async fn for_each(
 ) -> Result<usize, FlowError> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, kind);
     let mut problems = 0;
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(ctx.cfg.list_page_size);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
+    let mut pages = Pages::new(ListParams::default().limit(ctx.cfg.list_page_size));
+    while let Some(lp) = pages.next_params() {
         let page = api
             .list(&lp)
             .await
             .map_err(|e| FlowError::api(format!("listing {} in {namespace}", kind.plural), e))?;
+        pages.advance(&page.metadata);
         for obj in page.items {
             problems += apply_plan(ctx, &api, kind, namespace, obj, &plan).await?;
         }
-        match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(problems),
-        }
     }
+    Ok(problems)
 }
 
 async fn apply_plan(
@@ -661,16 +656,13 @@ const POD_OWNERS_KEPT: [&str; 4] = ["ReplicaSet", "StatefulSet", "ReplicationCon
 async fn delete_bare_pods(ctx: &Context, namespace: &str) -> Result<(), FlowError> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), namespace, &ctx.kinds.pod);
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(ctx.cfg.list_page_size);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
+    let mut pages = Pages::new(ListParams::default().limit(ctx.cfg.list_page_size));
+    while let Some(lp) = pages.next_params() {
         let page = api
             .list(&lp)
             .await
             .map_err(|e| FlowError::api(format!("listing pods in {namespace}"), e))?;
+        pages.advance(&page.metadata);
         for pod in page.items {
             let kept = pod
                 .metadata
@@ -700,11 +692,8 @@ async fn delete_bare_pods(ctx: &Context, namespace: &str) -> Result<(), FlowErro
                 }
             }
         }
-        match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod events;
 pub mod flows;
 pub mod http;
 pub mod metrics;
+pub mod pages;
 pub mod queue;
 pub mod run;
 pub mod sharding;

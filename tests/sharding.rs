@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use block_controller::api::{STATUS_LABEL, UNLOCK_TIMESTAMP_ANNOTATION};
 use block_controller::bucket::{bucket_value, BUCKET_LABEL};
+use block_controller::pages::Pages;
 use block_controller::state::LOCKED_AT_ANNOTATION;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -194,13 +195,16 @@ fn traffic(
 /// Namespaces whose state differs from what was asked last.
 async fn incomplete(api: &Api<Namespace>, run: &str, desired: &HashMap<String, bool>) -> usize {
     let mut wrong = 0;
-    let mut params = ListParams::default()
-        .labels(&format!("{RUN_LABEL}={run}"))
-        .limit(500);
-    loop {
+    let mut pages = Pages::new(
+        ListParams::default()
+            .labels(&format!("{RUN_LABEL}={run}"))
+            .limit(500),
+    );
+    while let Some(params) = pages.next_params() {
         let Ok(page) = api.list(&params).await else {
             return usize::MAX;
         };
+        pages.advance(&page.metadata);
         for ns in &page.items {
             let name = ns.metadata.name.as_deref().unwrap_or_default();
             let Some(&locked) = desired.get(name) else {
@@ -218,11 +222,8 @@ async fn incomplete(api: &Api<Namespace>, run: &str, desired: &HashMap<String, b
                 wrong += 1;
             }
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => params = params.continue_token(&c),
-            None => return wrong,
-        }
     }
+    wrong
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
