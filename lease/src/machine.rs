@@ -56,6 +56,13 @@ enum Membership {
     Stopped,
 }
 
+/// Which of the leases we renew ourselves a write is for.
+#[derive(Debug, Clone, Copy)]
+enum Own {
+    Member,
+    Leader,
+}
+
 /// An unbroken chain of successful writes to a lease we renew: every write expected the
 /// resourceVersion the previous one produced, so nobody else wrote it in between.
 #[derive(Debug, Clone)]
@@ -1130,22 +1137,7 @@ impl Machine {
                         Some(record.resource_version.clone())
                     }
                 };
-                let name = self.my_lease.clone();
-                let (record, stamp) = self.member_record(
-                    name,
-                    expected.clone().unwrap_or_default(),
-                    Some(self.holder.clone()),
-                    false,
-                );
-                let pending = Pending::Member {
-                    op: Op::Acquire,
-                    sent: now,
-                    stamp,
-                    expected: expected.clone(),
-                };
-                let id = self.send(expected.is_none(), record, pending);
-                self.me.last_send = Some(now);
-                self.my_obs(now).busy = Some(id);
+                self.write_own(now, Own::Member, Op::Acquire, expected, true, false);
             }
             Membership::Releasing => {
                 let Some(chain) = self.me.chain.clone() else {
@@ -1164,18 +1156,14 @@ impl Machine {
                     return;
                 }
                 if obs.retry_at.is_none_or(|t| now >= t) {
-                    let name = self.my_lease.clone();
-                    let leaving = self.leaving;
-                    let (record, stamp) = self.member_record(name, chain.rv.clone(), None, leaving);
-                    let pending = Pending::Member {
-                        op: Op::Release,
-                        sent: now,
-                        stamp,
-                        expected: Some(chain.rv),
-                    };
-                    let id = self.send(false, record, pending);
-                    self.me.last_send = Some(now);
-                    self.my_obs(now).busy = Some(id);
+                    self.write_own(
+                        now,
+                        Own::Member,
+                        Op::Release,
+                        Some(chain.rv),
+                        false,
+                        self.leaving,
+                    );
                 }
             }
             Membership::Active => {
@@ -1204,18 +1192,14 @@ impl Machine {
                     && self.releases_allowed(now)
                     && obs.retry_at.is_none_or(|t| now >= t)
                 {
-                    let name = self.my_lease.clone();
-                    let leaving = self.leaving;
-                    let (record, stamp) = self.member_record(name, chain.rv.clone(), None, leaving);
-                    let pending = Pending::Member {
-                        op: Op::Release,
-                        sent: now,
-                        stamp,
-                        expected: Some(chain.rv),
-                    };
-                    let id = self.send(false, record, pending);
-                    self.me.last_send = Some(now);
-                    self.my_obs(now).busy = Some(id);
+                    self.write_own(
+                        now,
+                        Own::Member,
+                        Op::Release,
+                        Some(chain.rv),
+                        false,
+                        self.leaving,
+                    );
                     // From the moment the release may land, none of our claims hold.
                     self.membership = Membership::Releasing;
                     self.epoch += 1;
@@ -1226,23 +1210,14 @@ impl Machine {
                     .last_send
                     .is_none_or(|t| now >= t + self.renew_period());
                 if due {
-                    let name = self.my_lease.clone();
-                    let leaving = self.leaving;
-                    let (record, stamp) = self.member_record(
-                        name,
-                        chain.rv.clone(),
-                        Some(self.holder.clone()),
-                        leaving,
+                    self.write_own(
+                        now,
+                        Own::Member,
+                        Op::Renew,
+                        Some(chain.rv),
+                        true,
+                        self.leaving,
                     );
-                    let pending = Pending::Member {
-                        op: Op::Renew,
-                        sent: now,
-                        stamp,
-                        expected: Some(chain.rv),
-                    };
-                    let id = self.send(false, record, pending);
-                    self.me.last_send = Some(now);
-                    self.my_obs(now).busy = Some(id);
                 }
             }
         }
@@ -1278,16 +1253,7 @@ impl Machine {
             }
             if let Some(at) = self.leader_release_at {
                 if now >= at && self.leader_obs.retry_at.is_none_or(|t| now >= t) {
-                    let name = self.leader_lease.clone();
-                    let (record, stamp) = self.member_record(name, chain.rv.clone(), None, false);
-                    let pending = Pending::Leader {
-                        op: Op::Release,
-                        sent: now,
-                        stamp,
-                        expected: Some(chain.rv),
-                    };
-                    let id = self.send(false, record, pending);
-                    self.leader_obs.busy = Some(id);
+                    self.write_own(now, Own::Leader, Op::Release, Some(chain.rv), false, false);
                 }
                 return;
             }
@@ -1296,18 +1262,7 @@ impl Machine {
                 .last_send
                 .is_none_or(|t| now >= t + self.renew_period());
             if due {
-                let name = self.leader_lease.clone();
-                let (record, stamp) =
-                    self.member_record(name, chain.rv.clone(), Some(self.holder.clone()), false);
-                let pending = Pending::Leader {
-                    op: Op::Renew,
-                    sent: now,
-                    stamp,
-                    expected: Some(chain.rv),
-                };
-                let id = self.send(false, record, pending);
-                self.leader.last_send = Some(now);
-                self.leader_obs.busy = Some(id);
+                self.write_own(now, Own::Leader, Op::Renew, Some(chain.rv), true, false);
             }
             return;
         }
@@ -1328,22 +1283,54 @@ impl Machine {
                 Some(record.resource_version.clone())
             }
         };
-        let name = self.leader_lease.clone();
-        let (record, stamp) = self.member_record(
-            name,
-            expected.clone().unwrap_or_default(),
-            Some(self.holder.clone()),
-            false,
-        );
-        let pending = Pending::Leader {
-            op: Op::Acquire,
-            sent: now,
-            stamp,
-            expected: expected.clone(),
+        self.write_own(now, Own::Leader, Op::Acquire, expected, true, false);
+    }
+
+    /// Writes our member lease or the leader lease against `expected` (`None`: create it):
+    /// naming us as holder, or nobody (`holder` false: a release). Every such write is one
+    /// link of the renew chain, so it records when it was sent and marks the lease busy.
+    fn write_own(
+        &mut self,
+        now: Instant,
+        lease: Own,
+        op: Op,
+        expected: Option<String>,
+        holder: bool,
+        leaving: bool,
+    ) {
+        let name = match lease {
+            Own::Member => self.my_lease.clone(),
+            Own::Leader => self.leader_lease.clone(),
         };
-        let id = self.send(expected.is_none(), record, pending);
-        self.leader.last_send = Some(now);
-        self.leader_obs.busy = Some(id);
+        let holder = holder.then(|| self.holder.clone());
+        let (record, stamp) =
+            self.member_record(name, expected.clone().unwrap_or_default(), holder, leaving);
+        let create = expected.is_none();
+        let pending = match lease {
+            Own::Member => Pending::Member {
+                op,
+                sent: now,
+                stamp,
+                expected,
+            },
+            Own::Leader => Pending::Leader {
+                op,
+                sent: now,
+                stamp,
+                expected,
+            },
+        };
+        let id = self.send(create, record, pending);
+        match lease {
+            Own::Member => {
+                self.me.last_send = Some(now);
+                self.my_obs(now).busy = Some(id);
+            }
+            Own::Leader => {
+                self.leader.last_send = Some(now);
+                self.leader_obs.busy = Some(id);
+            }
+        }
     }
 
     fn leader_deadline_raw(&self) -> Option<Instant> {
