@@ -1045,20 +1045,45 @@ impl NamespaceIndex {
         let Some(head) = self.heads.get_mut(range as usize) else {
             return 0;
         };
-        let mut id = std::mem::replace(head, NO_LINK);
+        let mut next = std::mem::replace(head, NO_LINK);
         let mut removed = 0;
-        while id != NO_LINK {
-            let slot = self.slots.at(id);
-            if slot.is_free() {
-                self.dead -= 1;
-            } else {
-                self.erase_from_table(id, slot);
-                self.kill_slot(id);
-                self.dead -= 1;
-                removed += 1;
+        let mut ids = [0u32; GROUP];
+        let mut hashes = [0u64; GROUP];
+        while next != NO_LINK {
+            // A group of the list's slots (the links are read one after another; the rest
+            // is done stage by stage so that the group's cache misses overlap).
+            let mut len = 0;
+            while next != NO_LINK && len < GROUP {
+                ids[len] = next;
+                next = self.slots.at(next).link;
+                len += 1;
             }
-            self.release_slot(id);
-            id = slot.link;
+            let mut sink = 0u64;
+            for &id in &ids[..len] {
+                let (off, meta) = self.slots.key(id);
+                if meta != 0 {
+                    sink ^= u64::from(self.arena.bytes(off, 1)[0]);
+                }
+            }
+            for (&id, hash) in ids[..len].iter().zip(&mut hashes) {
+                let (off, meta) = self.slots.key(id);
+                if meta != 0 {
+                    *hash = xxh3_64(self.arena.bytes(off, usize::from(meta)));
+                    sink ^= u64::from(self.table.touch(*hash));
+                }
+            }
+            std::hint::black_box(sink);
+            for (&id, &hash) in ids[..len].iter().zip(&hashes) {
+                if self.slots.meta(id) & LEN_MASK != 0 {
+                    if let Some(bucket) = self.table.bucket_of(hash, id) {
+                        self.table.erase(bucket);
+                    }
+                    self.kill_slot(id);
+                    removed += 1;
+                }
+                self.dead -= 1;
+                self.release_slot(id);
+            }
         }
         removed
     }
