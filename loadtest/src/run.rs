@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// How long any one scenario may wait for its work to complete before it counts as lost.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub scenario_timeout: Duration,
+    /// Give up on a scenario's outstanding work (counted as lost) when nothing completed for
+    /// this long.
+    #[arg(long, default_value = "4m", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
     /// Raw capacity: how long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub capacity_duration: Duration,
@@ -469,9 +473,12 @@ impl Driver<'_> {
         let progress = Progress::new(targets as u64, &format!("{scenario} done"));
         let lost = self
             .tracker
-            .wait(scenario, self.args.scenario_timeout, |d| {
-                progress.set(d as u64)
-            })
+            .wait(
+                scenario,
+                self.args.scenario_timeout,
+                self.args.stall_timeout,
+                |d| progress.set(d as u64),
+            )
             .await;
         progress.finish();
         self.tracker.forget(scenario);
@@ -1143,29 +1150,48 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Namespaces left locked or half-done by an earlier, interrupted run: unlock them first.
-    async fn reset(&mut self) {
-        let stale = self.tracker.select(|_, v| {
-            !v.deleting && (v.status.as_deref() == Some("locked") || v.locked_at || v.has_unlock_at)
-        });
-        let stale: Vec<String> = stale.into_iter().filter(|n| !n.contains("-exp-")).collect();
-        if stale.is_empty() {
+    /// Work an earlier, interrupted run left pending (a lock without its marker, an unlock not
+    /// finished): the replicas pick it up at start; wait for it. Completed locks stay locked (part
+    /// of the population from now on; targets are only taken from unlocked namespaces).
+    async fn settle(&mut self) {
+        let pending = |want: Want| {
+            self.tracker.select(move |n, v| {
+                !v.deleting
+                    && !n.contains("-exp-")
+                    && match want {
+                        Want::Locked => v.status.as_deref() == Some("locked") && !v.locked_at,
+                        _ => {
+                            v.status.as_deref() != Some("locked")
+                                && (v.locked_at || v.has_unlock_at)
+                        }
+                    }
+            })
+        };
+        let (locks, unlocks) = (pending(Want::Locked), pending(Want::Unlocked));
+        if locks.is_empty() && unlocks.is_empty() {
             return;
         }
         eprintln!(
-            "reset: {} namespaces left locked by an earlier run",
-            stale.len()
+            "settle: {} locks and {} unlocks left pending by an earlier run",
+            locks.len(),
+            unlocks.len()
         );
         let start = self.now();
         let before = self.snapshot().await;
         self.tracker
-            .expect("reset", Want::Unlocked, stale.iter().map(String::as_str));
-        let ws = self.label(&stale, "active").await;
-        let step = self
-            .finish_step("reset", stale.len(), start, ws, before)
+            .expect("settle", Want::Locked, locks.iter().map(String::as_str));
+        self.tracker
+            .expect("settle", Want::Unlocked, unlocks.iter().map(String::as_str));
+        let mut step = self
+            .finish_step("settle", locks.len() + unlocks.len(), start, 0.0, before)
             .await;
+        step.notes.push(format!(
+            "{} locks and {} unlocks an earlier run left pending, finished by the replicas after their start",
+            locks.len(),
+            unlocks.len()
+        ));
         self.results.steps.push(step);
-        self.phase(start, "reset");
+        self.phase(start, "settle");
     }
 
     fn final_sweep(&mut self) {
@@ -1398,7 +1424,7 @@ pub async fn run(
         next_target: 0,
         cronjobs,
     };
-    d.reset().await;
+    d.settle().await;
 
     let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     // Lock/unlock traffic flowing through the fault scenarios, from the first of them on.
@@ -1537,6 +1563,7 @@ pub async fn run(
     }
     r.total_seconds = t0.elapsed().as_secs_f64();
     r.passed = r.failures.is_empty();
+    tracker.stop();
     let all_done = tracker.all_done();
     crate::report::write(&args.out, r, &samples, &all_done)?;
     eprintln!(

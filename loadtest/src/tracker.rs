@@ -89,6 +89,7 @@ struct State {
 pub struct Tracker {
     state: Arc<Mutex<State>>,
     t0: Instant,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 fn view_of(meta: &kube::api::ObjectMeta) -> View {
@@ -119,6 +120,7 @@ impl Tracker {
         let tracker = Tracker {
             state: Arc::new(Mutex::new(State::default())),
             t0,
+            task: Arc::default(),
         };
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
         let cfg = watcher::Config::default()
@@ -126,7 +128,7 @@ impl Tracker {
             .page_size(500)
             .timeout(290);
         let t = tracker.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut stream = watcher(api, cfg).default_backoff().boxed();
             while let Some(ev) = stream.next().await {
                 let ev = match ev {
@@ -157,7 +159,15 @@ impl Tracker {
                 }
             }
         });
+        *tracker.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         tracker
+    }
+
+    /// Stops the watch (before the control plane goes away).
+    pub fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -262,15 +272,19 @@ impl Tracker {
         self.lock().expects.retain(|_, e| e.scenario != scenario);
     }
 
-    /// Waits until every expectation of `scenario` is met, or `timeout`. Returns the names
-    /// still outstanding. `progress` is called with the count done so far.
+    /// Waits until every expectation of `scenario` is met, or `timeout`, or nothing completed
+    /// for `stall` (work that stopped moving). Returns the names still outstanding. `progress`
+    /// is called with the count done so far.
     pub async fn wait(
         &self,
         scenario: &str,
         timeout: Duration,
+        stall: Duration,
         mut progress: impl FnMut(usize),
     ) -> Vec<String> {
         let deadline = Instant::now() + timeout;
+        let mut last_done = usize::MAX;
+        let mut moved = Instant::now();
         loop {
             let (left, done) = {
                 let st = self.lock();
@@ -283,7 +297,11 @@ impl Tracker {
                 )
             };
             progress(done);
-            if left == 0 || Instant::now() > deadline {
+            if done != last_done {
+                last_done = done;
+                moved = Instant::now();
+            }
+            if left == 0 || Instant::now() > deadline || moved.elapsed() > stall {
                 return self.outstanding(scenario);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
