@@ -13,9 +13,12 @@
 //! index's slots and names are then read in sequence, only the table is read at random)
 //! and a seeded shuffle (every lookup reads the table, the slot and the name at random:
 //! three dependent cache misses). The same two orders through `remove_many`, which
-//! overlaps the misses of 16 names at a time. And the handover path: `remove_range` for
-//! each of the 256 ranges in turn (one call per range, all 100k entries), which walks
-//! each range's list instead of looking names up.
+//! overlaps the misses of 16 names at a time. And the handover path, which walks the
+//! lists of the ranges given away instead of looking names up: `remove_range` for each
+//! of the 256 ranges in turn (one call per range, all 100k entries), and
+//! `remove_ranges`, the engine's call, in one call for every third range (86 of 256,
+//! about a third of the entries: what a replica gives away when it hands a third of
+//! its ranges over) and for all 256 ranges.
 //!
 //! Names passed to the index come from one packed buffer in the order they are used
 //! (see `common::Packed`), as names just decoded from watch events would be hot in
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::{Packed, Rate};
 use criterion::{BatchSize, Criterion, Throughput};
-use shard::{NamespaceIndex, RangeCount, Status};
+use shard::{NamespaceIndex, RangeCount, RangeSet, Status};
 
 const N: usize = 100_000;
 const MORE: usize = 20_000;
@@ -58,6 +61,22 @@ fn delete_all(mut index: NamespaceIndex, names: &Packed) -> NamespaceIndex {
         black_box(index.remove(name));
     }
     index
+}
+
+/// Handover with the engine's call: `remove_ranges` of `ranges` in one call; returns the
+/// index and how many entries it removed.
+fn delete_set(mut index: NamespaceIndex, ranges: &RangeSet) -> (NamespaceIndex, usize) {
+    let removed = index.remove_ranges(ranges);
+    (index, removed)
+}
+
+/// Every third range (0, 3, 6, ...): 86 of 256.
+fn every_third(count: RangeCount) -> RangeSet {
+    let mut set = RangeSet::new(count);
+    for r in (0..count.get()).step_by(3) {
+        set.insert(r);
+    }
+    set
 }
 
 /// Handover of everything: every range removed by `remove_range`, one call per range.
@@ -226,6 +245,20 @@ fn main() {
             },
         );
         let handover = rate(rounds, N, || full.clone(), delete_ranges);
+        let third = every_third(count);
+        let third_entries = delete_set(full.clone(), &third).1;
+        let set_third = rate(
+            rounds,
+            third_entries,
+            || full.clone(),
+            |index| delete_set(index, &third),
+        );
+        let set_all = rate(
+            rounds,
+            N,
+            || full.clone(),
+            |index| delete_set(index, &RangeSet::full(count)),
+        );
         println!(
             "\nFIGURE index_insert (seed report: 24 k/s; target >= 10 M): \
              into an index of 100k {insert}; with upsert_many {insert_batched}; \
@@ -235,7 +268,9 @@ fn main() {
             "FIGURE index_delete (seed report: 228 k/s; target >= 10 M): removing 100k \
              by name, one call each, in insertion order {delete}; shuffled {delete_shuffled}; \
              with remove_many in insertion order {many}; shuffled {many_shuffled}; \
-             handover, remove_range for each of the 256 ranges {handover}"
+             handover, remove_range for each of the 256 ranges {handover}; \
+             remove_ranges in one call, every third range ({third_entries} entries) {set_third}, \
+             all ranges {set_all}"
         );
     }
 }

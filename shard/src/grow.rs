@@ -116,6 +116,16 @@ impl<T: Copy> SegVec<T> {
         self.segments().flat_map(|(_, s)| s.iter().copied())
     }
 
+    /// The elements as mutable slices, one per segment, in order.
+    pub(crate) fn segments_mut(&mut self) -> impl Iterator<Item = &mut [T]> + '_ {
+        let mut left = self.len;
+        self.segs.iter_mut().map_while(move |s| {
+            let n = left.min(SEG_LEN);
+            left -= n;
+            (n > 0).then(|| &mut s[..n])
+        })
+    }
+
     /// The elements as slices, one per segment, in order, each with the index of its
     /// first element: for scans that want a plain loop over each.
     pub(crate) fn segments(&self) -> impl Iterator<Item = (usize, &[T])> + '_ {

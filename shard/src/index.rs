@@ -982,12 +982,15 @@ impl NamespaceIndex {
     /// Copies the live names into a fresh arena. O(S + live bytes).
     fn compact_arena(&mut self) {
         let mut arena = NameArena::default();
-        for id in 0..self.slots.len() as u32 {
-            let slot = self.slots.at(id);
-            if !slot.is_free() {
-                // The fresh arena holds less than the old one: it cannot be full.
-                let off = arena.push(slot_name(&self.arena, slot)).unwrap_or(NO_SLOT);
-                self.slots.set_off(id, off);
+        let Slots { offs, metas, .. } = &mut self.slots;
+        // Segment by segment, a plain loop over each (no per-slot segment lookup).
+        for (offs, (_, metas)) in offs.segments_mut().zip(metas.segments()) {
+            for (off, &meta) in offs.iter_mut().zip(metas) {
+                let len = usize::from(meta & LEN_MASK);
+                if len != 0 {
+                    // The fresh arena holds less than the old one: it cannot be full.
+                    *off = arena.push(self.arena.get(*off, len)).unwrap_or(NO_SLOT);
+                }
             }
         }
         self.arena = arena;
@@ -1010,7 +1013,7 @@ impl NamespaceIndex {
     /// assert!(index.iter().all(|e| e.range == 1));
     /// ```
     pub fn remove_range(&mut self, range: u32) -> usize {
-        let removed = self.unlink_range(range);
+        let removed = self.unlink_ranges(std::iter::once(range));
         if removed > 0 {
             self.after_removals();
         }
@@ -1033,30 +1036,58 @@ impl NamespaceIndex {
     /// assert!(index.iter().all(|e| kept.contains(e.range)));
     /// ```
     pub fn remove_ranges(&mut self, ranges: &RangeSet) -> usize {
-        let removed = ranges.iter().map(|r| self.unlink_range(r)).sum();
+        let removed = self.unlink_ranges(ranges.iter());
         if removed > 0 {
             self.after_removals();
         }
         removed
     }
 
-    /// Empties the list of `range`: removes its live entries, frees all its slots.
-    fn unlink_range(&mut self, range: u32) -> usize {
-        let Some(head) = self.heads.get_mut(range as usize) else {
-            return 0;
-        };
-        let mut next = std::mem::replace(head, NO_LINK);
+    /// Empties the lists of `ranges`: removes their live entries, frees all their slots.
+    ///
+    /// Slots are taken in groups of 16, each group worked stage by stage (slots, names,
+    /// table buckets, then the removals) so that its cache misses overlap. A list is a
+    /// chain of dependent reads, so up to 8 lists are walked side by side, a slot from
+    /// each in turn, and their chains overlap too.
+    fn unlink_ranges(&mut self, mut ranges: impl Iterator<Item = u32>) -> usize {
+        const LISTS: usize = 8;
+        let mut cursors = [NO_LINK; LISTS];
         let mut removed = 0;
         let mut ids = [0u32; GROUP];
         let mut hashes = [0u64; GROUP];
-        while next != NO_LINK {
-            // A group of the list's slots (the links are read one after another; the rest
-            // is done stage by stage so that the group's cache misses overlap).
+        let mut more = true;
+        loop {
             let mut len = 0;
-            while next != NO_LINK && len < GROUP {
-                ids[len] = next;
-                next = self.slots.at(next).link;
-                len += 1;
+            'fill: while len < GROUP {
+                let mut walked = false;
+                for cursor in &mut cursors {
+                    // An empty cursor takes the next non-empty list.
+                    while *cursor == NO_LINK && more {
+                        match ranges.next() {
+                            Some(r) => {
+                                if let Some(head) = self.heads.get_mut(r as usize) {
+                                    *cursor = std::mem::replace(head, NO_LINK);
+                                }
+                            }
+                            None => more = false,
+                        }
+                    }
+                    if *cursor != NO_LINK {
+                        ids[len] = *cursor;
+                        *cursor = self.slots.at(*cursor).link;
+                        len += 1;
+                        walked = true;
+                        if len == GROUP {
+                            break 'fill;
+                        }
+                    }
+                }
+                if !walked {
+                    break;
+                }
+            }
+            if len == 0 {
+                return removed;
             }
             let mut sink = 0u64;
             for &id in &ids[..len] {
@@ -1085,7 +1116,6 @@ impl NamespaceIndex {
                 self.release_slot(id);
             }
         }
-        removed
     }
 
     /// All entries, in slot order. O(S × L) for a full pass (each name is hashed for its
@@ -1705,6 +1735,46 @@ mod tests {
             listed.sort();
             assert!(listed.iter().eq(present.iter()), "round {round}");
         }
+    }
+
+    /// `remove_ranges` walks up to 8 lists side by side and refills its cursors from the
+    /// set: every entry of the set's ranges goes, every other stays, also with removals
+    /// (dead slots) already in the lists.
+    #[test]
+    fn remove_ranges_walks_many_lists() {
+        let count = RangeCount::new(64).unwrap();
+        let mut index = NamespaceIndex::new(count);
+        let name = |i: u32| format!("lists-{i}");
+        for i in 0..6000 {
+            index.upsert(&name(i), Status::Active, None).unwrap();
+        }
+        for i in (0..6000).step_by(7) {
+            index.remove(&name(i));
+        }
+        let mut set = RangeSet::new(count);
+        for r in [0, 1, 2, 5, 8, 9, 13, 21, 34, 35, 36, 40, 41, 55, 63] {
+            set.insert(r);
+        }
+        let doomed = |i: u32| set.contains(count.range_of(&name(i)));
+        let expected = (0..6000).filter(|&i| i % 7 != 0 && doomed(i)).count();
+        assert_eq!(index.remove_ranges(&set), expected);
+        for i in 0..6000 {
+            assert_eq!(
+                index.get(&name(i)).is_some(),
+                i % 7 != 0 && !doomed(i),
+                "{i}"
+            );
+        }
+        for r in 0..64 {
+            let live = (0..6000)
+                .filter(|&i| i % 7 != 0 && !set.contains(r) && count.range_of(&name(i)) == r)
+                .count();
+            assert_eq!(index.iter_range(r).count(), live, "range {r}");
+        }
+        assert_eq!(
+            index.dead,
+            6000 / 7 + 1 - (0..6000).step_by(7).filter(|&i| doomed(i)).count() as u32
+        );
     }
 
     #[test]
