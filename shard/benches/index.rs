@@ -63,6 +63,11 @@ fn delete_all(mut index: NamespaceIndex, names: &Packed) -> NamespaceIndex {
     index
 }
 
+fn delete_many(mut index: NamespaceIndex, names: &Packed) -> NamespaceIndex {
+    index.remove_many(names.iter());
+    index
+}
+
 /// Handover with the engine's call: `remove_ranges` of `ranges` in one call; returns the
 /// index and how many entries it removed.
 fn delete_set(mut index: NamespaceIndex, ranges: &RangeSet) -> (NamespaceIndex, usize) {
@@ -177,10 +182,7 @@ fn main() {
     group.bench_function("remove_many_100k_insertion_order", |b| {
         b.iter_batched(
             || full.clone(),
-            |mut index| {
-                index.remove_many(base_names.iter());
-                index
-            },
+            |index| delete_many(index, &base_names),
             BatchSize::LargeInput,
         )
     });
@@ -214,51 +216,19 @@ fn main() {
                 index
             },
         );
-        let delete = rate(
-            rounds,
-            N,
-            || full.clone(),
-            |index| delete_all(index, &base_names),
-        );
-        let delete_shuffled = rate(
-            rounds,
-            N,
-            || full.clone(),
-            |index| delete_all(index, &shuffled),
-        );
-        let many = rate(
-            rounds,
-            N,
-            || full.clone(),
-            |mut index| {
-                index.remove_many(base_names.iter());
-                index
-            },
-        );
-        let many_shuffled = rate(
-            rounds,
-            N,
-            || full.clone(),
-            |mut index| {
-                index.remove_many(shuffled.iter());
-                index
-            },
-        );
-        let handover = rate(rounds, N, || full.clone(), delete_ranges);
+        // Every delete figure starts from a clone of the full index (clone untimed).
+        let from_full = |elements: usize, routine: &dyn Fn(NamespaceIndex) -> NamespaceIndex| {
+            rate(rounds, elements, || full.clone(), routine)
+        };
+        let delete = from_full(N, &|index| delete_all(index, &base_names));
+        let delete_shuffled = from_full(N, &|index| delete_all(index, &shuffled));
+        let many = from_full(N, &|index| delete_many(index, &base_names));
+        let many_shuffled = from_full(N, &|index| delete_many(index, &shuffled));
+        let handover = from_full(N, &delete_ranges);
         let third = every_third(count);
         let third_entries = delete_set(full.clone(), &third).1;
-        let set_third = rate(
-            rounds,
-            third_entries,
-            || full.clone(),
-            |index| delete_set(index, &third),
-        );
-        let set_all = rate(
-            rounds,
-            N,
-            || full.clone(),
-            |index| delete_set(index, &RangeSet::full(count)),
-        );
+        let set_third = from_full(third_entries, &|index| delete_set(index, &third).0);
+        let set_all = from_full(N, &|index| delete_set(index, &RangeSet::full(count)).0);
         println!(
             "\nFIGURE index_insert (seed report: 24 k/s; target >= 10 M): \
              into an index of 100k {insert}; with upsert_many {insert_batched}; \
