@@ -58,6 +58,8 @@ impl Replica {
                 "--renew-deadline=4s",
                 "--retry-period=1s",
                 "--member-lease-gc-after=10s",
+                // Absent until the rolling-restart phase: a SIGTERM before it leaves for good.
+                "--statefulset-name=block-controller",
                 "--api-timeout=1500ms",
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
@@ -414,6 +416,49 @@ async fn replicas_scale_crash_pause_and_hand_over_without_overlap() {
         },
     )
     .await;
+
+    // A rolling restart does not rebalance: with the StatefulSet saying 2 replicas, a SIGTERM
+    // of ordinal 1 is a restart; the survivor keeps its own ranges only, and the same identity
+    // gets its ranges back when it returns.
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "block-controller", "namespace": common::CONTROLLER_NAMESPACE },
+        "spec": {
+            "replicas": 2,
+            "serviceName": "block-controller",
+            "selector": { "matchLabels": { "app": "e2e-block-controller" } },
+            "template": {
+                "metadata": { "labels": { "app": "e2e-block-controller" } },
+                "spec": { "containers": [{ "name": "c", "image": "example.invalid/none" }] }
+            }
+        }
+    }))
+    .expect("statefulset");
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(
+        client.clone(),
+        common::CONTROLLER_NAMESPACE,
+    )
+    .create(&PostParams::default(), &sts)
+    .await
+    .expect("create the StatefulSet");
+    let r0_acquired = r0.metric("block_controller_range_events_total", &["acquired"]);
+    let r0_owned = r0.metric("block_controller_owned_ranges", &[]);
+    let mut r1 = r1;
+    r1.signal("TERM");
+    let restarting = Instant::now();
+    let status = r1.child.wait().expect("exit");
+    assert!(status.success(), "restart exit: {status}");
+    let r1 = Replica::start("block-controller-1");
+    balanced(&[&r0, &r1], "the restarted replica owns its ranges again").await;
+    let back = restarting.elapsed();
+    assert_eq!(
+        r0.metric("block_controller_range_events_total", &["acquired"]),
+        r0_acquired,
+        "the survivor took nothing during the restart"
+    );
+    assert_eq!(r0.metric("block_controller_owned_ranges", &[]), r0_owned);
+    figures.push(format!(
+        "rolling restart of one of 2: ranges back with the same identity after {back:.1?}, none moved"
+    ));
 
     // Traffic stops; every requested state is reached.
     stop.store(true, Ordering::Relaxed);
