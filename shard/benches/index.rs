@@ -50,6 +50,16 @@ fn insert_many(index: &mut NamespaceIndex, names: &Packed) {
         .expect("bench names are valid");
 }
 
+/// `index` after `insert` of `names` (handed back, so that its drop is not timed).
+fn inserted(
+    mut index: NamespaceIndex,
+    names: &Packed,
+    insert: fn(&mut NamespaceIndex, &Packed),
+) -> NamespaceIndex {
+    insert(&mut index, names);
+    index
+}
+
 fn build(count: RangeCount, names: &Packed) -> NamespaceIndex {
     let mut index = NamespaceIndex::new(count);
     insert_all(&mut index, names);
@@ -94,24 +104,42 @@ fn delete_ranges(mut index: NamespaceIndex) -> NamespaceIndex {
     index
 }
 
-/// Rate of `rounds` runs of `routine` on fresh `setup` output (setup and drop untimed).
-fn rate<S, O>(
-    rounds: usize,
-    elements: usize,
-    setup: impl Fn() -> S,
-    routine: impl Fn(S) -> O,
-) -> Rate {
-    let secs: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let input = setup();
-            let start = Instant::now();
-            let out = routine(input);
-            let t = start.elapsed().as_secs_f64();
-            drop(black_box(out));
-            t
-        })
-        .collect();
-    Rate::from_secs(elements, secs)
+/// Seconds of one run of `routine` on fresh `setup` output (setup and drop untimed).
+fn time_once<S, O>(setup: impl Fn() -> S, routine: impl Fn(S) -> O) -> f64 {
+    let input = setup();
+    let start = Instant::now();
+    let out = routine(input);
+    let secs = start.elapsed().as_secs_f64();
+    drop(black_box(out));
+    secs
+}
+
+/// A timed run of `routine` on a clone of `index` (the clone and the drop untimed: the
+/// routine hands the index back).
+fn on_clone<'a, O: 'a>(
+    index: &'a NamespaceIndex,
+    routine: impl Fn(NamespaceIndex) -> O + 'a,
+) -> Box<dyn Fn() -> f64 + 'a> {
+    Box::new(move || time_once(|| index.clone(), &routine))
+}
+
+/// One FIGURE measurement: elements per run, and one timed run.
+type Figure<'a> = (usize, Box<dyn Fn() -> f64 + 'a>);
+
+/// Rates of `figures` over `rounds` rounds, interleaved (every round runs each figure
+/// once), so that all figures see the same machine noise.
+fn interleaved(rounds: usize, figures: &[Figure<'_>]) -> Vec<Rate> {
+    let mut secs = vec![Vec::with_capacity(rounds); figures.len()];
+    for _ in 0..rounds {
+        for ((_, run), secs) in figures.iter().zip(&mut secs) {
+            secs.push(run());
+        }
+    }
+    figures
+        .iter()
+        .zip(secs)
+        .map(|((elements, _), secs)| Rate::from_secs(*elements, secs))
+        .collect()
 }
 
 fn main() {
@@ -142,10 +170,7 @@ fn main() {
     group.bench_function("insert_20k_into_100k", |b| {
         b.iter_batched(
             || at_100k.clone(),
-            |mut index| {
-                insert_all(&mut index, &more_names);
-                index
-            },
+            |index| inserted(index, &more_names, insert_all),
             BatchSize::LargeInput,
         )
     });
@@ -171,10 +196,7 @@ fn main() {
     group.bench_function("upsert_many_20k_into_100k", |b| {
         b.iter_batched(
             || at_100k.clone(),
-            |mut index| {
-                insert_many(&mut index, &more_names);
-                index
-            },
+            |index| inserted(index, &more_names, insert_many),
             BatchSize::LargeInput,
         )
     });
@@ -196,39 +218,36 @@ fn main() {
     c.final_summary();
 
     if common::benching() {
-        let rounds = 15;
-        let insert = rate(
-            rounds,
-            MORE,
-            || at_100k.clone(),
-            |mut index| {
-                insert_all(&mut index, &more_names);
-                index
-            },
-        );
-        let build_rate = rate(rounds, N, || (), |()| build(count, &base_names));
-        let insert_batched = rate(
-            rounds,
-            MORE,
-            || at_100k.clone(),
-            |mut index| {
-                insert_many(&mut index, &more_names);
-                index
-            },
-        );
-        // Every delete figure starts from a clone of the full index (clone untimed).
-        let from_full = |elements: usize, routine: &dyn Fn(NamespaceIndex) -> NamespaceIndex| {
-            rate(rounds, elements, || full.clone(), routine)
-        };
-        let delete = from_full(N, &|index| delete_all(index, &base_names));
-        let delete_shuffled = from_full(N, &|index| delete_all(index, &shuffled));
-        let many = from_full(N, &|index| delete_many(index, &base_names));
-        let many_shuffled = from_full(N, &|index| delete_many(index, &shuffled));
-        let handover = from_full(N, &delete_ranges);
         let third = every_third(count);
         let third_entries = delete_set(full.clone(), &third).1;
-        let set_third = from_full(third_entries, &|index| delete_set(index, &third).0);
-        let set_all = from_full(N, &|index| delete_set(index, &RangeSet::full(count)).0);
+        let all = RangeSet::full(count);
+        let figures: Vec<Figure<'_>> = vec![
+            (
+                MORE,
+                on_clone(&at_100k, |i| inserted(i, &more_names, insert_all)),
+            ),
+            (
+                MORE,
+                on_clone(&at_100k, |i| inserted(i, &more_names, insert_many)),
+            ),
+            (
+                N,
+                Box::new(|| time_once(|| (), |()| build(count, &base_names))),
+            ),
+            (N, on_clone(&full, |i| delete_all(i, &base_names))),
+            (N, on_clone(&full, |i| delete_all(i, &shuffled))),
+            (N, on_clone(&full, |i| delete_many(i, &base_names))),
+            (N, on_clone(&full, |i| delete_many(i, &shuffled))),
+            (N, on_clone(&full, delete_ranges)),
+            (third_entries, on_clone(&full, |i| delete_set(i, &third))),
+            (N, on_clone(&full, |i| delete_set(i, &all))),
+        ];
+        let rates = interleaved(15, &figures);
+        let [insert, insert_batched, build_rate, delete, delete_shuffled, many, many_shuffled, handover, set_third, set_all] =
+            &rates[..]
+        else {
+            unreachable!("one rate per figure")
+        };
         println!(
             "\nFIGURE index_insert (seed report: 24 k/s; target >= 10 M): \
              into an index of 100k {insert}; with upsert_many {insert_batched}; \

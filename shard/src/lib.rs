@@ -16,9 +16,9 @@
 //!   (`⌊R/N⌋` or `⌈R/N⌉` each), sticky, moving at most `⌈R/(N+1)⌉` ranges when a member
 //!   joins and only the leaver's ranges when one leaves.
 //! * [`filter`]: [`EventFilter`], the O(1) exact "is this name in my ranges?".
-//! * [`index`]: [`NamespaceIndex`], compact state of the owned namespaces (about 45 bytes
+//! * [`index`]: [`NamespaceIndex`], compact state of the owned namespaces (about 47 bytes
 //!   per namespace with its deadline), O(1) insert/update/remove/lookup, whole-range
-//!   removal for handover, never dropping state.
+//!   removal for handover in time proportional to the range, never dropping state.
 //! * [`expiry`]: [`ExpiryQueue`] and [`Deadline`], one pending deadline per key, popped
 //!   when due; embedded in the index.
 //!
