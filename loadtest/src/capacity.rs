@@ -25,7 +25,7 @@ use crate::progress::Progress;
 use crate::stats::Summary;
 
 /// What the raw run achieved.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Capacity {
     pub seconds: f64,
     pub concurrency: usize,

@@ -56,7 +56,7 @@ impl Ownership {
 }
 
 /// How a wait for an ownership condition went.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Waited {
     /// Seconds until the condition held (or the timeout).
     pub seconds: f64,

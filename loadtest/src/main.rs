@@ -16,6 +16,7 @@
 //! Build first: `cargo build --release -p block-controller -p loadtest`, then e.g.
 //! `target/release/loadtest latency --runs 200` or `target/release/loadtest run`.
 
+mod audit;
 mod capacity;
 mod cluster;
 mod fleet;
@@ -89,6 +90,22 @@ enum Command {
     /// The full profile: population, replicas, scenarios, checks, report (see `run --help`).
     #[command(alias = "full")]
     Run(Box<run::RunArgs>),
+    /// The ownership check of a finished run, again, over the audit log and its rotated files;
+    /// rewrites the run's result.json and report.md.
+    Audit {
+        /// The run's output folder.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The API server's audit log (its rotated `audit-*.log` siblings are read too).
+        #[arg(long)]
+        audit_log: std::path::PathBuf,
+        /// `--ranges` of the replicas.
+        #[arg(long, default_value_t = 256)]
+        ranges: u32,
+        /// The controller's namespace.
+        #[arg(long, default_value = "block-system")]
+        controller_namespace: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,6 +149,18 @@ fn main() -> anyhow::Result<()> {
                     duration,
                 )
                 .await
+            }
+            Command::Audit {
+                out,
+                audit_log,
+                ranges,
+                controller_namespace,
+            } => {
+                let passed = run::recheck(&out, &audit_log, ranges, &controller_namespace)?;
+                if !passed {
+                    std::process::exit(1);
+                }
+                Ok(())
             }
             Command::Run(args) => {
                 let passed = run::run(*args, cli.use_kubeconfig, cli.controller_arg).await?;

@@ -196,7 +196,7 @@ pub async fn existing(
 }
 
 /// What the creation did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Created {
     pub existing: usize,
     pub created: usize,

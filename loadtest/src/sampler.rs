@@ -19,7 +19,7 @@ pub struct Target {
 }
 
 /// One replica at one instant.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaSample {
     pub identity: String,
     /// The scrape answered.
@@ -42,7 +42,7 @@ impl ReplicaSample {
 }
 
 /// Everything at one instant.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Seconds since the run started.
     pub t: f64,
