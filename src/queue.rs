@@ -189,12 +189,17 @@ impl WorkQueue {
         if let Some(delay) = retry {
             let q = self.clone();
             let item = item.clone();
+            // A retry reads the namespace afresh: the view it failed with may be stale (our own
+            // earlier write moved its resourceVersion), and a write carrying that version would
+            // conflict on every retry.
+            let work = match &item.work {
+                Work::Reconcile(_) => Work::Check,
+                other => other.clone(),
+            };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 // Full queue: the retry waits its turn like any intake.
-                if let Err(work) =
-                    q.try_add(&item.name, item.work.clone(), item.since, item.attempts + 1)
-                {
+                if let Err(work) = q.try_add(&item.name, work, item.since, item.attempts + 1) {
                     q.add(&item.name, work).await;
                 }
             });
