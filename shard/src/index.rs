@@ -548,7 +548,7 @@ impl NamespaceIndex {
                 group[len] = (name, status, deadline);
                 len += 1;
             }
-            self.warm(&hashes[..len]);
+            std::hint::black_box(self.touch_buckets(&hashes[..len]));
             for (&(name, status, deadline), &hash) in group[..len].iter().zip(&hashes) {
                 check_name(name)?;
                 self.upsert_hashed(name, hash, status, deadline)?;
@@ -796,10 +796,10 @@ impl NamespaceIndex {
     }
 
     /// Removes every name of `names` that is present; returns how many were. The same as
-    /// [`NamespaceIndex::remove`] for each, but faster on long lists (a relist, a range
-    /// handover): it hashes a group of 16 names and reads their table buckets before
-    /// removing them, so the cache misses of a group overlap instead of queueing.
-    /// O(L) + O(log n) per name, amortized.
+    /// [`NamespaceIndex::remove`] for each, but faster on long lists (a relist, a
+    /// deletion storm): it hashes a group of 16 names and reads their table buckets, then
+    /// their slots, then their names before removing them, so the cache misses of a group
+    /// overlap instead of queueing. O(L) + O(log n) per name, amortized.
     ///
     /// ```
     /// use shard::{NamespaceIndex, RangeCount, Status};
@@ -834,16 +834,24 @@ impl NamespaceIndex {
         }
     }
 
+    /// Reads the home buckets of a group of hashes: their cache misses overlap instead of
+    /// queueing one lookup after another. The value read means nothing.
+    fn touch_buckets(&self, hashes: &[u64]) -> u64 {
+        hashes
+            .iter()
+            .fold(0, |sink, &hash| sink ^ u64::from(self.table.touch(hash)))
+    }
+
     /// Reads what looking up each hash of a group will most likely read, stage by stage:
-    /// all their home buckets, then the slots those buckets point to when the
-    /// fingerprint matches, then those slots' names. Each lookup's three cache misses depend on one another, but those
-    /// of different lookups do not: read this way they overlap across the group instead
-    /// of queueing one lookup after another. The values read mean nothing.
+    /// all their home buckets, then the slots those buckets point to when the fingerprint
+    /// matches, then those slots' names. Each lookup's three cache misses depend on one
+    /// another, but those of different lookups do not: read this way they overlap across
+    /// the group. For removals, whose names are all present; an upsert of a new name
+    /// would read only its bucket, and the extra passes cost more than they save when
+    /// slots and names are read in sequence anyway (measured: 25% on upserts in insertion
+    /// order), so `upsert_many` reads the buckets only.
     fn warm(&self, hashes: &[u64]) {
-        let mut sink = 0u64;
-        for &hash in hashes {
-            sink ^= u64::from(self.table.touch(hash));
-        }
+        let mut sink = self.touch_buckets(hashes);
         let mut slots = [FREE; GROUP];
         for (slot, &hash) in slots.iter_mut().zip(hashes) {
             if let Some(found) = self.table.peek(hash).and_then(|id| self.slots.get(id)) {
