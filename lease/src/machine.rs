@@ -1156,14 +1156,7 @@ impl Machine {
                     return;
                 }
                 if obs.retry_at.is_none_or(|t| now >= t) {
-                    self.write_own(
-                        now,
-                        Own::Member,
-                        Op::Release,
-                        Some(chain.rv),
-                        false,
-                        self.leaving,
-                    );
+                    self.release_member(now, chain.rv);
                 }
             }
             Membership::Active => {
@@ -1192,14 +1185,7 @@ impl Machine {
                     && self.releases_allowed(now)
                     && obs.retry_at.is_none_or(|t| now >= t)
                 {
-                    self.write_own(
-                        now,
-                        Own::Member,
-                        Op::Release,
-                        Some(chain.rv),
-                        false,
-                        self.leaving,
-                    );
+                    self.release_member(now, chain.rv);
                     // From the moment the release may land, none of our claims hold.
                     self.membership = Membership::Releasing;
                     self.epoch += 1;
@@ -1221,6 +1207,13 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Sends the member Lease's release: the first one, and each retry after a failure. It
+    /// carries the leaving flag, which tells the leader the identity is gone for good.
+    fn release_member(&mut self, now: Instant, rv: String) {
+        let leaving = self.leaving;
+        self.write_own(now, Own::Member, Op::Release, Some(rv), false, leaving);
     }
 
     fn my_obs(&mut self, now: Instant) -> &mut Observed {
