@@ -521,7 +521,10 @@ impl Engine {
             // A client of its own that counts this reconcile's requests (same shared stack).
             let (ctx, calls) = match &self.ctx.counting {
                 Some(counting) => {
-                    let (client, calls) = counting.counted();
+                    // Stops at its next request once the namespace's range is handed over.
+                    let (engine, name) = (self.clone(), item.name.clone());
+                    let wanted = crate::client::Wanted::new(move || engine.owns(&name));
+                    let (client, calls) = counting.counted(wanted);
                     let ctx = Context {
                         client,
                         ..self.ctx.clone()
@@ -579,6 +582,16 @@ impl Engine {
                 Some(Duration::from_secs(
                     (retry_at - now_secs()).clamp(1, 3600) as u64
                 ))
+            }
+            Err(e) if !self.owns(name) => {
+                // Handed over mid-flow: its next request was not sent (`client::Wanted`). The
+                // new owner reads the namespace afresh and carries on; nothing to retry here.
+                span.record("outcome", "handed_over");
+                self.ctx
+                    .metrics
+                    .reconcile(action, "handed_over", started.elapsed());
+                info!(namespace = name, error = %e, "range handed over mid-flow; the new owner carries on");
+                None
             }
             Err(e) => {
                 span.record("outcome", e.metric_label());

@@ -154,6 +154,28 @@ impl<'a> Fleet<'a> {
         r.terminate(timeout).await
     }
 
+    /// SIGTERM to each of `ordinals` at once, as a StatefulSet with `podManagementPolicy:
+    /// Parallel` (ours) scales down; returns how long each took to exit, in order.
+    pub async fn terminate_all(
+        &mut self,
+        ordinals: &[u32],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut leaving = Vec::new();
+        for &o in ordinals {
+            let r = self
+                .replicas
+                .remove(&o)
+                .with_context(|| format!("no replica {o}"))?;
+            leaving.push(r);
+        }
+        self.sync();
+        futures::future::join_all(leaving.iter_mut().map(|r| r.terminate(timeout)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// SIGTERM to every replica, at once.
     pub async fn stop_all(&mut self) {
         let ords: Vec<u32> = self.replicas.keys().copied().collect();

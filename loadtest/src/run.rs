@@ -959,12 +959,12 @@ impl Driver<'_> {
         let target = r.saturating_sub(1).max(1);
         let start = self.now();
         let t = Instant::now();
-        let mut exits = Vec::new();
-        let mut stopped = Vec::new();
-        for o in (target..=r).rev() {
-            exits.push(self.fleet.terminate(o, Duration::from_secs(120)).await?);
-            stopped.push(identity(o));
-        }
+        let leaving: Vec<u32> = (target..=r).rev().collect();
+        let stopped: Vec<String> = leaving.iter().map(|&o| identity(o)).collect();
+        let exits = self
+            .fleet
+            .terminate_all(&leaving, Duration::from_secs(120))
+            .await?;
         let n = self.fleet.live();
         let w = self
             .fleet
@@ -972,7 +972,7 @@ impl Driver<'_> {
             .await;
         let mut fault = Fault {
             name: format!("scale {}→{target}", r + 1),
-            what: format!("SIGTERM to {}", stopped.join(", ")),
+            what: format!("SIGTERM to {} at once", stopped.join(", ")),
             until: "every range owned by the survivors, balanced".into(),
             notes: vec![format!(
                 "exit after SIGTERM (drain + release): {}",
