@@ -47,7 +47,9 @@ pub struct Flags {
     #[arg(long, default_value_t = 1024)]
     pub max_memory_mb: u64,
 
-    /// Client-side limit on API requests per second (token bucket refill rate).
+    /// Client-side limit on API requests per second (token bucket refill rate). Requests to
+    /// Leases take tokens from a second bucket of the same rate (burst at least 512), so the
+    /// sharding protocol never queues behind namespace work.
     #[arg(long, default_value_t = 50.0)]
     pub kube_api_qps: f64,
 
