@@ -60,17 +60,19 @@ pub fn check(
     controller_namespace: &str,
     window: Option<(i64, i64)>,
 ) -> (Audit, BTreeMap<String, f64>) {
+    // No check possible: say why, count nothing.
+    let unchecked = |note: String| {
+        (
+            Audit {
+                note,
+                ..Default::default()
+            },
+            BTreeMap::new(),
+        )
+    };
     let entries = match read_all(path) {
         Ok(e) => e,
-        Err(e) => {
-            return (
-                Audit {
-                    note: format!("unreadable: {e}"),
-                    ..Default::default()
-                },
-                BTreeMap::new(),
-            )
-        }
+        Err(e) => return unchecked(format!("unreadable: {e}")),
     };
     let total = entries.len();
     let entries: Vec<Entry> = entries
@@ -79,15 +81,7 @@ pub fn check(
         .collect();
     let count = match shard::RangeCount::new(ranges) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                Audit {
-                    note: format!("--ranges: {e}"),
-                    ..Default::default()
-                },
-                BTreeMap::new(),
-            )
-        }
+        Err(e) => return unchecked(format!("--ranges: {e}")),
     };
     let report = cp_audit::check_ownership(&entries, LEASE_PREFIX, controller_namespace, |ns| {
         shard::range_of(ns, count)

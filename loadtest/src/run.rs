@@ -606,54 +606,40 @@ impl Driver<'_> {
                     .get("web")
                     .await;
                 match d {
-                    Ok(d) => {
-                        let r = d.spec.and_then(|s| s.replicas);
-                        let saved = d
-                            .metadata
-                            .annotations
-                            .is_some_and(|a| a.contains_key(ORIGINAL_REPLICAS));
-                        if r != Some(1) || saved {
-                            bad.push(format!(
-                                "{n}/deployment web: replicas {r:?}, saved annotation {saved}"
-                            ));
-                        }
-                    }
+                    Ok(d) => bad.extend(not_restored(
+                        format!("{n}/deployment web"),
+                        ("replicas", d.spec.and_then(|s| s.replicas), Some(1)),
+                        d.metadata.annotations.as_ref(),
+                        ORIGINAL_REPLICAS,
+                    )),
                     Err(e) => bad.push(format!("{n}/deployment web: {e}")),
                 }
                 match Api::<StatefulSet>::namespaced(client.clone(), n)
                     .get("db")
                     .await
                 {
-                    Ok(s) => {
-                        let r = s.spec.and_then(|s| s.replicas);
-                        let saved = s
-                            .metadata
-                            .annotations
-                            .is_some_and(|a| a.contains_key(ORIGINAL_REPLICAS));
-                        if r != Some(1) || saved {
-                            bad.push(format!(
-                                "{n}/statefulset db: replicas {r:?}, saved annotation {saved}"
-                            ));
-                        }
-                    }
+                    Ok(s) => bad.extend(not_restored(
+                        format!("{n}/statefulset db"),
+                        ("replicas", s.spec.and_then(|s| s.replicas), Some(1)),
+                        s.metadata.annotations.as_ref(),
+                        ORIGINAL_REPLICAS,
+                    )),
                     Err(e) => bad.push(format!("{n}/statefulset db: {e}")),
                 }
                 match Api::<DynamicObject>::namespaced_with(client.clone(), n, cj)
                     .get("backup")
                     .await
                 {
-                    Ok(c) => {
-                        let suspend = c.data.pointer("/spec/suspend").and_then(|v| v.as_bool());
-                        let saved = c
-                            .metadata
-                            .annotations
-                            .is_some_and(|a| a.contains_key(ORIGINAL_SUSPEND));
-                        if suspend != Some(false) || saved {
-                            bad.push(format!(
-                                "{n}/cronjob backup: suspend {suspend:?}, saved annotation {saved}"
-                            ));
-                        }
-                    }
+                    Ok(c) => bad.extend(not_restored(
+                        format!("{n}/cronjob backup"),
+                        (
+                            "suspend",
+                            c.data.pointer("/spec/suspend").and_then(|v| v.as_bool()),
+                            Some(false),
+                        ),
+                        c.metadata.annotations.as_ref(),
+                        ORIGINAL_SUSPEND,
+                    )),
                     Err(e) => bad.push(format!("{n}/cronjob backup: {e}")),
                 }
                 bad
@@ -1571,4 +1557,48 @@ pub fn recheck(
     std::fs::write(out.join("result.json"), serde_json::to_string_pretty(&r)?)?;
     std::fs::write(out.join("report.md"), crate::report::markdown(&r))?;
     Ok(r.passed)
+}
+
+/// What is wrong with one workload after an unlock, if anything: its `field` (replicas, or
+/// the suspend flag) is not back to `expected`, or the annotation `saved` that held the
+/// original is still there.
+fn not_restored<T: PartialEq + std::fmt::Debug>(
+    what: String,
+    (field, value, expected): (&str, Option<T>, Option<T>),
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    saved: &str,
+) -> Option<String> {
+    let saved = annotations.is_some_and(|a| a.contains_key(saved));
+    (value != expected || saved)
+        .then(|| format!("{what}: {field} {value:?}, saved annotation {saved}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_restored;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_workload_is_restored_only_with_its_value_back_and_no_saved_annotation() {
+        let none = BTreeMap::new();
+        let kept: BTreeMap<String, String> = [("saved".to_string(), "1".to_string())].into();
+        let check = |value, annotations| {
+            not_restored(
+                "ns/deployment web".into(),
+                ("replicas", value, Some(1)),
+                annotations,
+                "saved",
+            )
+        };
+        assert_eq!(check(Some(1), Some(&none)), None);
+        assert_eq!(check(Some(1), None), None);
+        assert_eq!(
+            check(Some(0), Some(&none)).as_deref(),
+            Some("ns/deployment web: replicas Some(0), saved annotation false")
+        );
+        assert_eq!(
+            check(Some(1), Some(&kept)).as_deref(),
+            Some("ns/deployment web: replicas Some(1), saved annotation true")
+        );
+    }
 }
