@@ -397,10 +397,8 @@ where
         let mut inner = self.inner.clone();
         let layer = self.layer.clone();
         Box::pin(async move {
-            let is_watch = req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
+            // Read once: the timeout, the watch exemption and the metrics all go by it.
+            let labels = crate::metrics::RequestLabels::of(&req);
             let bucket = match &layer.lease_bucket {
                 Some(leases) if is_lease(&req) => leases,
                 _ => &layer.bucket,
@@ -427,23 +425,19 @@ where
                     return Err("not sent: this replica's Lease deadline has passed".into());
                 }
             }
-            let verb = layer
-                .metrics
-                .as_ref()
-                .map(|_| crate::metrics::RequestLabels::of(&req));
             let started = std::time::Instant::now();
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
             // A page of a label-selected list is read from etcd and, when the selector matches
             // few objects (the owned-buckets watch at start-up), scans the whole keyspace: ~9 s
             // at 100k namespaces on a small server. Lists are reads, so the bound the Lease
             // protocol needs (`--api-timeout`, on writes) does not apply to them.
-            let timeout = if crate::metrics::RequestLabels::of(&req).verb == "list" {
+            let timeout = if labels.verb == "list" {
                 layer.timeout.max(LIST_TIMEOUT)
             } else {
                 layer.timeout
             };
             let fut = inner.call(req);
-            let result = if is_watch {
+            let result = if labels.verb == "watch" {
                 fut.await
             } else {
                 match tokio::time::timeout(timeout, fut).await {
@@ -451,7 +445,7 @@ where
                     Err(_) => Err(format!("request timed out after {timeout:?}").into()),
                 }
             };
-            if let (Some(m), Some(labels)) = (&layer.metrics, verb) {
+            if let Some(m) = &layer.metrics {
                 let code = match &result {
                     Ok(resp) => resp.status().as_u16().to_string(),
                     Err(_) => "error".to_string(),
